@@ -1,0 +1,5 @@
+"""``python -m bootstrap`` runs the ``lwm2m-bootstrap`` command."""
+
+from .cli import main
+
+main()

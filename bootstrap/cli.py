@@ -1,0 +1,278 @@
+"""The ``lwm2m-bootstrap`` command: serve, demo, and management commands.
+
+Every command takes the same storage options (``--data-dir``, ``--database-url``, master key), so a
+management command run beside a server on the same data directory talks to the same database;
+changes reach running servers through NOTIFY, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import __version__, logs
+from .config import DEFAULT_COAP_PORT, ENVIRONMENT, Settings, default_data_dir, parse_hostport
+from .errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def storage_options(func: F) -> F:
+    """``--data-dir``, ``--database-url``, ``--master-key-file`` and logging options."""
+    options = [
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            envvar=ENVIRONMENT["data_dir"],
+            default=default_data_dir,
+            show_default="per-user data directory",
+            help="Embedded Postgres and master key live here.",
+        ),
+        click.option(
+            "--database-url",
+            envvar=ENVIRONMENT["database_url"],
+            default=None,
+            help="External Postgres (postgresql://...); default: embedded Postgres in the data dir.",
+        ),
+        click.option(
+            "--master-key-file",
+            type=click.Path(path_type=Path),
+            envvar=ENVIRONMENT["master_key_file"],
+            default=None,
+            help="File with the base64 master key [default: DATA_DIR/master.key, created 0600].",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["auto", "json", "console"]),
+            envvar=ENVIRONMENT["log_format"],
+            default="auto",
+            show_default=True,
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            envvar=ENVIRONMENT["log_level"],
+            default="info",
+            show_default=True,
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def make_settings(**values: Any) -> Settings:
+    """Build validated settings from CLI values; exit with one line on a bad value."""
+    import os
+
+    coap = values.pop("coap", None)
+    if coap is not None:
+        values["coap_bind"] = (
+            None if coap == "off" else parse_hostport(coap, DEFAULT_COAP_PORT, option="--coap")
+        )
+    values.setdefault("master_key", os.environ.get(ENVIRONMENT["master_key"]) or None)
+    return Settings(**values)
+
+
+T = TypeVar("T")
+
+
+def run_async(func: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Run an async command body, turning configuration errors into one line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(func(*args, **kwargs))  # type: ignore[arg-type]
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def settings_or_exit(**values: Any) -> Settings:
+    """Like :func:`make_settings`, exiting with code 2 and one line on error."""
+    try:
+        settings = make_settings(**values)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lwm2m-bootstrap")
+def main() -> None:
+    """LwM2M bootstrap server with EST certificate enrollment."""
+
+
+@main.command()
+@storage_options
+@click.option(
+    "--coap",
+    envvar=ENVIRONMENT["coap"],
+    default=f"127.0.0.1:{DEFAULT_COAP_PORT}",
+    show_default=True,
+    help="Plain CoAP/UDP listener HOST:PORT (development transport), or 'off'.",
+)
+@click.option(
+    "--insecure-coap-enrollment",
+    is_flag=True,
+    envvar=ENVIRONMENT["insecure_coap_enrollment"],
+    help="DEVELOPMENT ONLY: allow EST over plain CoAP, trusting the CSR's CN as identity.",
+)
+@click.option(
+    "--cert-validity-days",
+    type=int,
+    envvar=ENVIRONMENT["cert_validity_days"],
+    default=365,
+    show_default=True,
+    help="Validity of issued device certificates.",
+)
+@click.option(
+    "--subject-o",
+    "subject_organization",
+    envvar=ENVIRONMENT["subject_organization"],
+    default=None,
+    help="O attribute added to issued certificate subjects.",
+)
+@click.option(
+    "--subject-ou",
+    "subject_organizational_unit",
+    envvar=ENVIRONMENT["subject_organizational_unit"],
+    default=None,
+    help="OU attribute added to issued certificate subjects.",
+)
+@click.option(
+    "--max-pending-signatures",
+    type=int,
+    envvar=ENVIRONMENT["max_pending_signatures"],
+    default=512,
+    show_default=True,
+    help="Signing requests in flight before devices get 5.03 + Max-Age.",
+)
+def serve(**values: Any) -> None:
+    """Run the server until SIGINT/SIGTERM."""
+    from .server import serve_forever
+
+    settings = settings_or_exit(**values)
+    run_async(serve_forever)(settings)
+
+
+@main.command()
+@storage_options
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Simulated devices to enroll.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Devices in flight at once.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the summary as JSON.",
+)
+def demo(json_path: Path | None, devices: int, concurrency: int, **values: Any) -> None:
+    """Start a server on loopback, enroll a simulated fleet through it, print a summary.
+
+    Exit code 0 only if every device enrolled and verified its chain.
+    """
+    from .demo import run_demo
+
+    settings = settings_or_exit(**values)
+    code = run_demo(settings, devices=devices, concurrency=concurrency, json_path=json_path)
+    sys.exit(code)
+
+
+@main.group()
+def ca() -> None:
+    """The built-in CA."""
+
+
+@ca.command("export")
+@storage_options
+def ca_export(**values: Any) -> None:
+    """Print the built-in CA chain (issuing CA, then root) as PEM, creating the CA if needed."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .server import open_database, open_secret_box
+        from .store import builtin_ca
+
+        box = open_secret_box(settings)
+        database = await open_database(settings, min_size=1, max_size=2)
+        try:
+            active = await builtin_ca.ensure(database.pool, box)
+        finally:
+            await database.close()
+        for certificate in active.chain:
+            click.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
+
+    run_async(body)()
+
+
+@main.group()
+def certificates() -> None:
+    """Issued certificates (the audit)."""
+
+
+@certificates.command("list")
+@storage_options
+@click.option("--endpoint", default=None, help="Only this endpoint.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+def certificates_list(endpoint: str | None, limit: int, **values: Any) -> None:
+    """List recently issued certificates, newest first."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from .server import open_database
+        from .store import audit
+
+        database = await open_database(settings, min_size=1, max_size=2)
+        try:
+            rows = await audit.recent(database.pool, limit=limit, endpoint=endpoint)
+            total = await audit.count_issued(database.pool)
+        finally:
+            await database.close()
+        table = Table(title=f"Issued certificates ({len(rows)} of {total})")
+        for column in ("issued at", "endpoint", "service", "issuer", "serial", "not after", "revoked"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["issued_at"].isoformat(timespec="seconds"),
+                row["endpoint"],
+                row["service_reference"],
+                f"{row['issuer_name']} ({row['issuer_type']})",
+                row["serial_number"],
+                row["not_after"].date().isoformat(),
+                "yes" if row["revoked_at"] else "",
+            )
+        Console().print(table)
+
+    run_async(body)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Device-facing CoAP adapters: aiocoap resources and transports around the protocol cores."""

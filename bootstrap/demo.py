@@ -1,0 +1,121 @@
+"""``lwm2m-bootstrap demo``: a server on loopback, a simulated fleet through it, one summary.
+
+The server runs as a child process (exactly what ``serve`` runs) so the summary can report its CPU
+time per certificate separately from the simulator's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from aiocoap import Code, Context, Message
+from rich.console import Console
+
+from device_sim.fleet import FleetOptions, run_fleet
+
+from .config import Settings
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nobody is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def server_command(settings: Settings, coap: str) -> list[str]:
+    """The ``serve`` invocation for the demo's child server."""
+    command = [
+        sys.executable,
+        "-m",
+        "bootstrap",
+        "serve",
+        "--data-dir",
+        str(settings.data_dir),
+        "--coap",
+        coap,
+        "--insecure-coap-enrollment",
+        "--log-format",
+        "json",
+        "--log-level",
+        "warning",
+    ]
+    if settings.database_url:
+        command += ["--database-url", settings.database_url]
+    if settings.master_key_file:
+        command += ["--master-key-file", str(settings.master_key_file)]
+    return command
+
+
+async def wait_until_ready(uri: str, process: subprocess.Popen[bytes], limit_s: float = 60.0) -> None:
+    """Poll ``/.well-known/core`` until the server answers (or it exits, or time runs out)."""
+    context = await Context.create_client_context()
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode} during start-up")
+            try:
+                request = Message(code=Code.GET, uri=uri + "/.well-known/core")
+                response = await asyncio.wait_for(context.request(request).response, 1.0)
+                if response.code == Code.CONTENT:
+                    return
+            except Exception:  # not up yet
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"server did not answer within {limit_s:.0f} s")
+    finally:
+        await context.shutdown()
+
+
+def run_demo(settings: Settings, *, devices: int, concurrency: int, json_path: Path | None) -> int:
+    """Run the demo; return the exit code (0 only if every device enrolled)."""
+    console = Console()
+    port = free_udp_port()
+    uri = f"coap://127.0.0.1:{port}"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "demo-server.log"
+    console.print(f"data directory: {settings.data_dir}")
+    console.print(f"starting the server on {uri} (log: {log_path}) ...")
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            server_command(settings, f"127.0.0.1:{port}"),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    try:
+        asyncio.run(wait_until_ready(uri, process))
+        server = psutil.Process(process.pid)
+        cpu_before = sum(server.cpu_times()[:2])
+        options = FleetOptions(
+            server=uri, devices=devices, concurrency=concurrency, progress=console.is_terminal
+        )
+        console.print(f"enrolling {devices} simulated devices over CoAP (concurrency {concurrency}) ...")
+        report = asyncio.run(run_fleet(options))
+        cpu_used = sum(server.cpu_times()[:2]) - cpu_before
+        if report.succeeded:
+            report.extra["server_cpu_ms_per_cert"] = round(cpu_used * 1000 / report.succeeded, 3)
+    except Exception as exc:
+        console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    report.render(console, title="Demo: EST enrollment through the built-in CA")
+    if json_path:
+        report.write_json(json_path)
+    if report.failed:
+        console.print(f"[red]{report.failed} device(s) failed[/red]; server log: {log_path}")
+        return 1
+    return 0

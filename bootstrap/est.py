@@ -1,0 +1,136 @@
+"""EST over secure CoAP (RFC 9148), sans-I/O: routing, content formats and response encoding.
+
+The CoAP adapter decodes a request into (path below the EST root, method, Content-Format, Accept)
+and asks this module what the request means and how to encode the answer. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from .errors import BadRequest, NotAcceptable, NotFound, UnsupportedContentFormat
+
+# Content-Format numbers (RFC 9148 §8.1; IANA CoAP Content-Formats).
+PKCS7_CERTS_ONLY = 281
+PKCS8 = 284
+CSRATTRS = 285
+PKCS10 = 286
+PKIX_CERT = 287
+
+#: Service used when the request carries no label (RFC 9148 §3.1 "arbitrary label").
+DEFAULT_SERVICE = "LWM2M"
+
+#: Roots the EST resources are served under: the RFC 9148 default and the short root
+#: that Anjay and the Pelion client use.
+ROOTS: tuple[tuple[str, ...], ...] = ((".well-known", "est"), ("est",))
+
+
+class Operation(enum.StrEnum):
+    """EST functions by their RFC 9148 §3.1 short names."""
+
+    CRTS = "crts"  # /cacerts
+    SEN = "sen"  # /simpleenroll
+    SREN = "sren"  # /simplereenroll
+    SKG = "skg"  # /serverkeygen
+    ATT = "att"  # /csrattrs
+
+
+#: Method each operation answers (RFC 9148 §3.1 table).
+METHOD = {
+    Operation.CRTS: "GET",
+    Operation.SEN: "POST",
+    Operation.SREN: "POST",
+    Operation.SKG: "POST",
+    Operation.ATT: "GET",
+}
+
+#: Operations this server implements; the others answer 4.04 (RFC 9148 §4.6: "not available").
+SUPPORTED = frozenset({Operation.CRTS, Operation.SEN})
+
+#: Link attributes for /.well-known/core discovery (RFC 9148 §4.1), per operation.
+LINK_ATTRIBUTES = {
+    Operation.CRTS: {"rt": "ace.est.crts", "ct": "281 287"},
+    Operation.SEN: {"rt": "ace.est.sen", "ct": "281 287"},
+    Operation.SREN: {"rt": "ace.est.sren", "ct": "281 287"},
+    Operation.SKG: {"rt": "ace.est.skg", "ct": "62"},
+    Operation.ATT: {"rt": "ace.est.att", "ct": "285"},
+}
+
+
+@dataclass(frozen=True)
+class EstTarget:
+    """What an EST request addresses."""
+
+    operation: Operation
+    service: str
+    """Certificate issuer configuration reference: the label, or ``LWM2M`` when unlabelled."""
+
+
+def route(path: Sequence[str], method: str) -> EstTarget:
+    """Map the path below an EST root (``["sen"]`` or ``["<label>", "sen"]``) and the method."""
+    if len(path) == 1:
+        label, name = None, path[0]
+    elif len(path) == 2:
+        label, name = path[0], path[1]
+    else:
+        raise NotFound("unknown EST resource")
+    try:
+        operation = Operation(name)
+    except ValueError:
+        raise NotFound(f"unknown EST resource {name!r}") from None
+    if operation not in SUPPORTED:
+        raise NotFound(f"EST {operation.value} is not offered by this server")
+    if label == "":
+        raise NotFound("empty EST label")
+    if METHOD[operation] != method:
+        raise MethodNotAllowed(f"EST {operation.value} takes {METHOD[operation]}")
+    return EstTarget(operation, label or DEFAULT_SERVICE)
+
+
+class MethodNotAllowed(BadRequest):
+    """Wrong method for the EST resource (CoAP 4.05)."""
+
+    coap_code = "4.05"
+    http_status = 405
+
+
+def check_request_format(content_format: int | None) -> None:
+    """Enrollment payloads must be ``application/pkcs10`` (286, RFC 9148 §4.2)."""
+    if content_format != PKCS10:
+        got = "none" if content_format is None else str(content_format)
+        raise UnsupportedContentFormat(f"expected Content-Format 286 (application/pkcs10), got {got}")
+
+
+def response_format(accept: int | None) -> int:
+    """Certificates come as 281 by default, 287 when the client asks (RFC 9148 §4.2)."""
+    if accept is None or accept == PKCS7_CERTS_ONLY:
+        return PKCS7_CERTS_ONLY
+    if accept == PKIX_CERT:
+        return PKIX_CERT
+    raise NotAcceptable(f"cannot answer in Content-Format {accept}; offered: 281, 287")
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    return certificate.issuer == certificate.subject
+
+
+def encode_enrolled(fmt: int, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> bytes:
+    """An enrollment answer: PKCS#7 certs-only with the leaf and the intermediates (roots are left
+    to ``crts``), or the leaf alone as DER for 287."""
+    if fmt == PKIX_CERT:
+        return leaf.public_bytes(Encoding.DER)
+    return pkcs7.serialize_certificates([leaf, *(c for c in chain if not _self_signed(c))], Encoding.DER)
+
+
+def encode_ca_certificates(fmt: int, chain: Sequence[x509.Certificate]) -> bytes:
+    """A ``crts`` answer: the whole CA chain as PKCS#7, or, for 287, the trust anchor (the last one)."""
+    if not chain:
+        raise NotFound("no CA certificates are known for this service")
+    if fmt == PKIX_CERT:
+        return chain[-1].public_bytes(Encoding.DER)
+    return pkcs7.serialize_certificates(list(chain), Encoding.DER)

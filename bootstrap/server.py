@@ -1,0 +1,115 @@
+"""The running server: wires storage, issuers, the enroller and the CoAP transports together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+from typing import Any
+
+import structlog
+from aiocoap import Context
+
+from .coap.site import build_site
+from .config import Settings
+from .enrollment import Enroller
+from .issuer_directory import IssuerDirectory
+from .policy import EnrollmentPolicy
+from .secretbox import SecretBox, load_master_key
+from .store.audit import AuditWriter
+from .store.database import Database
+
+log = structlog.get_logger(__name__)
+
+
+def open_secret_box(settings: Settings) -> SecretBox:
+    """The master key from the environment or key file; created on first use of the data directory."""
+    return SecretBox(load_master_key(settings.master_key, settings.key_file, create=True))
+
+
+async def open_database(settings: Settings, **pool: Any) -> Database:
+    """The database named by the settings (embedded when no URL), migrated."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return await Database.open(database_url=settings.database_url, data_dir=settings.data_dir, **pool)
+
+
+class BootstrapServer:
+    """One server process: start, serve, stop cleanly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database: Database | None = None
+        self.issuers: IssuerDirectory | None = None
+        self.audit: AuditWriter | None = None
+        self.enroller: Enroller | None = None
+        self.coap: Context | None = None
+
+    async def start(self) -> None:
+        """Open storage, load the CA, bind the transports."""
+        settings = self.settings
+        box = open_secret_box(settings)
+        self.database = await open_database(settings, min_size=2, max_size=10)
+        pool = self.database.pool
+        self.issuers = IssuerDirectory(pool, box, dsn=self.database.dsn)
+        await self.issuers.start()
+        self.audit = AuditWriter(pool)
+        self.audit.start()
+        self.enroller = Enroller(
+            issuers=self.issuers,
+            audit=self.audit,
+            policy=EnrollmentPolicy(
+                validity=dt.timedelta(days=settings.cert_validity_days),
+                organization=settings.subject_organization,
+                organizational_unit=settings.subject_organizational_unit,
+            ),
+            allow_unauthenticated=settings.insecure_coap_enrollment,
+            max_pending=settings.max_pending_signatures,
+            retry_after=settings.retry_after_seconds,
+        )
+        if settings.insecure_coap_enrollment:
+            log.warning(
+                "INSECURE: EST enrollment over plain CoAP is enabled; identities are not authenticated"
+            )
+        site = build_site(self.enroller)
+        if settings.coap_bind is not None:
+            self.coap = await Context.create_server_context(
+                site, bind=settings.coap_bind, transports=["udp6"]
+            )
+            log.info("listening", transport="coap", host=settings.coap_bind[0], port=settings.coap_bind[1])
+
+    async def stop(self, *, drain_seconds: float = 10.0) -> None:
+        """Let requests in flight finish (up to ``drain_seconds``), then close everything."""
+        if self.enroller is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.enroller.idle(), drain_seconds)
+        if self.coap is not None:
+            await self.coap.shutdown()
+            self.coap = None
+        if self.audit is not None:
+            await self.audit.aclose()
+        if self.issuers is not None:
+            await self.issuers.aclose()
+        if self.database is not None:
+            await self.database.close()
+            self.database = None
+        log.info("stopped")
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    server = BootstrapServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        log.info("ready")
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        with contextlib.suppress(Exception):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        await server.stop()

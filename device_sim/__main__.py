@@ -1,0 +1,60 @@
+"""``python -m device_sim``: enroll a simulated fleet against a running server and print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from .fleet import FleetOptions, run_fleet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the fleet, print (and optionally write) the report; 0 only if all enrolled."""
+    parser = argparse.ArgumentParser(prog="python -m device_sim", description=__doc__)
+    parser.add_argument("--server", required=True, help="server base URI, e.g. coap://127.0.0.1:5683")
+    parser.add_argument("--devices", type=int, default=100, help="number of simulated devices (default 100)")
+    parser.add_argument("--concurrency", type=int, default=20, help="devices in flight at once (default 20)")
+    parser.add_argument(
+        "--est-root",
+        default="/est",
+        choices=["/est", "/.well-known/est"],
+        help="EST root path (default /est)",
+    )
+    parser.add_argument(
+        "--service", default=None, help="EST label: a certificate issuer configuration reference"
+    )
+    parser.add_argument("--endpoint-prefix", default="sim-device", help="endpoint names are PREFIX-NNNNNNN")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON to FILE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.devices < 1 or args.concurrency < 1:
+        parser.error("--devices and --concurrency must be at least 1")
+    options = FleetOptions(
+        server=args.server,
+        devices=args.devices,
+        concurrency=args.concurrency,
+        est_root=args.est_root,
+        service=args.service,
+        endpoint_prefix=args.endpoint_prefix,
+        timeout_s=args.timeout,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    console = Console()
+    try:
+        report = asyncio.run(run_fleet(options))
+    except Exception as exc:
+        console.print(f"[red]fleet could not start:[/red] {type(exc).__name__}: {exc}")
+        return 2
+    report.render(console)
+    if args.json:
+        report.write_json(args.json)
+    return 0 if report.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

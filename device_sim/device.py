@@ -1,0 +1,111 @@
+"""A simulated device, sans-I/O: its key, its CSR, and the checks it makes on what it receives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PKCS7_CERTS_ONLY = 281
+PKIX_CERT = 287
+
+
+class VerificationError(Exception):
+    """What the device received is not a valid certificate chain for it; ``reason`` is short."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    """One device: an endpoint name and a P-256 key."""
+
+    endpoint: str
+    key: ec.EllipticCurvePrivateKey
+
+    def csr_der(self) -> bytes:
+        """A PKCS#10 request with CN = endpoint name, as LwM2M clients send (DER)."""
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.endpoint)]))
+            .sign(self.key, hashes.SHA256())
+        )
+        return csr.public_bytes(Encoding.DER)
+
+    def check_enrolled(
+        self,
+        payload: bytes,
+        content_format: int | None,
+        trust_anchors: Sequence[x509.Certificate],
+        *,
+        now: dt.datetime,
+    ) -> x509.Certificate:
+        """Verify an EST answer: our key and name, client-auth usage, a chain up to a trust anchor."""
+        certificates = parse_certificates(payload, content_format)
+        # PKCS#7 holds a SET OF certificates: find ours by its key, not by position.
+        mine = self.key.public_key()
+        leaf = next((c for c in certificates if c.public_key() == mine), None)
+        if leaf is None:
+            raise VerificationError("no certificate for our key in the answer")
+        intermediates = [c for c in certificates if c is not leaf]
+        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not cns or cns[0].value != self.endpoint:
+            raise VerificationError("certificate CN is not our endpoint name")
+        try:
+            eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            raise VerificationError("certificate has no extended key usage") from None
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+            raise VerificationError("certificate is not for client authentication")
+        verify_chain(leaf, intermediates, trust_anchors, now=now)
+        return leaf
+
+
+def parse_certificates(payload: bytes, content_format: int | None) -> list[x509.Certificate]:
+    """Certificates from a 281 (PKCS#7 certs-only) or 287 (single DER) payload."""
+    try:
+        if content_format == PKIX_CERT:
+            return [x509.load_der_x509_certificate(payload)]
+        if content_format in (PKCS7_CERTS_ONLY, None):
+            certificates = pkcs7.load_der_pkcs7_certificates(payload)
+            if certificates:
+                return certificates
+            raise VerificationError("PKCS#7 answer holds no certificate")
+    except ValueError:
+        raise VerificationError(f"answer does not parse as Content-Format {content_format}") from None
+    raise VerificationError(f"unexpected Content-Format {content_format}")
+
+
+def verify_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    trust_anchors: Sequence[x509.Certificate],
+    *,
+    now: dt.datetime,
+) -> None:
+    """Walk issuer links from ``leaf`` to one of ``trust_anchors``, checking signatures and validity."""
+    pool = list(intermediates) + list(trust_anchors)
+    current = leaf
+    for _ in range(len(pool) + 1):
+        if not current.not_valid_before_utc <= now <= current.not_valid_after_utc:
+            raise VerificationError(f"{current.subject.rfc4514_string()} is not valid now")
+        if any(current == anchor for anchor in trust_anchors):
+            return
+        issuer = next((c for c in pool if c.subject == current.issuer and c != current), None)
+        if issuer is None:
+            raise VerificationError(f"no issuer for {current.subject.rfc4514_string()}")
+        try:
+            current.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise VerificationError(f"bad signature on {current.subject.rfc4514_string()}") from None
+        current = issuer
+    raise VerificationError("chain does not reach a trust anchor")

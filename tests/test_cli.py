@@ -1,0 +1,142 @@
+"""The command line as a user runs it: subprocesses, embedded Postgres, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_udp_port
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def embedded_env() -> dict[str, str]:
+    """The environment of a newcomer: no DATABASE_URL, so the embedded Postgres is used."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LWM2M_BOOTSTRAP_"))}
+    env["LWM2M_BOOTSTRAP_LOG_FORMAT"] = "json"
+    return env
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--coap", "host:70000"], "--coap: port 70000 is out of range"),
+        (["--database-url", "mysql://nope"], "database-url: must start with postgresql://"),
+        (["--cert-validity-days", "0"], "cert-validity-days"),
+    ],
+)
+def test_bad_settings_stop_serve_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    """A wrong value exits with code 2 and one clear line, not a traceback."""
+    result = cli("serve", "--data-dir", str(tmp_path), *args, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_on_embedded_defaults_then_reuses_the_data_dir(tmp_path: Path) -> None:
+    """The README's main job: embedded Postgres, built-in CA, 30 devices, exit 0; a second run reuses it."""
+    data = tmp_path / "data"
+    report = tmp_path / "report.json"
+    first = cli(
+        "demo",
+        "--data-dir",
+        str(data),
+        "--devices",
+        "30",
+        "--concurrency",
+        "10",
+        "--json",
+        str(report),
+        env=embedded_env(),
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    summary = json.loads(report.read_text())
+    assert summary["devices"] == 30 and summary["succeeded"] == 30 and summary["failed"] == 0
+    assert {"per_second", "p50_ms", "p95_ms", "p99_ms", "failures"} <= summary.keys()
+    assert (data / "master.key").stat().st_mode & 0o777 == 0o600
+    second = cli("demo", "--data-dir", str(data), "--devices", "5", env=embedded_env())
+    assert second.returncode == 0, second.stdout + second.stderr
+    listing = cli("certificates", "list", "--data-dir", str(data), "--limit", "1", env=embedded_env())
+    assert "of 35" in listing.stdout, listing.stdout + listing.stderr
+    # Postgres was stopped with the last process using it.
+    assert not (data / "postgres" / "postmaster.pid").exists()
+
+
+def test_serve_stops_cleanly_on_sigterm_and_management_commands_share_its_database(tmp_path: Path) -> None:
+    """serve runs until SIGTERM, answers meanwhile, a CLI command works beside it, and it exits 0."""
+    data = tmp_path / "data"
+    port = free_udp_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "serve", "--data-dir", str(data), "--coap", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=embedded_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["coap-client-notls", "-B", "1", "-m", "get", f"coap://127.0.0.1:{port}/.well-known/core"],
+                capture_output=True,
+                timeout=10,
+            )
+            if b"ace.est.crts" in probe.stdout:
+                break
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.2)
+        else:
+            pytest.fail("server did not come up")
+        exported = cli("ca", "export", "--data-dir", str(data), env=embedded_env())
+        assert exported.returncode == 0 and exported.stdout.count("BEGIN CERTIFICATE") == 2
+        assert (data / "postgres" / "postmaster.pid").exists(), "the CLI must not stop the server's Postgres"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert '"event": "stopped"' in output
+        assert not (data / "postgres" / "postmaster.pid").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+async def test_device_sim_command_writes_json(server_uri: str, tmp_path: Path) -> None:
+    """python -m device_sim enrolls against a running server and writes the JSON summary."""
+    report = tmp_path / "sim.json"
+    # The server runs in this test's event loop, so the simulator must not block it.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "device_sim",
+        "--server",
+        server_uri,
+        "--devices",
+        "25",
+        "--concurrency",
+        "5",
+        "--est-root",
+        "/.well-known/est",
+        "--json",
+        str(report),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, output.decode()
+    data = json.loads(report.read_text())
+    assert data["succeeded"] == 25 and data["failed"] == 0 and data["per_second"] > 0
