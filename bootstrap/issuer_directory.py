@@ -3,8 +3,9 @@
 The signing path must not read the database per request. :class:`IssuerDirectory` keeps, per
 process, the active issuer of each service and one live backend per issuer (so keep-alive HTTP
 sessions and cached tokens survive). Any change to issuers, service configurations or the built-in
-CA fires ``NOTIFY lwm2m_bootstrap_issuers`` (a trigger, see migration 0001); every process LISTENs
-and drops its service map. Backends whose issuer did not change are reused.
+CA fires ``NOTIFY lwm2m_bootstrap_issuers`` (a trigger, see migration 0001); the process's
+:class:`~bootstrap.store.notifications.ChangeListener` hears it and the service map is dropped.
+Backends whose issuer did not change are reused.
 
 If the LISTEN connection drops, the cache is bypassed (each lookup reads Postgres) until it is back,
 so a missed notification can never leave a process signing with a stale CA.
@@ -13,7 +14,6 @@ so a missed notification can never leave a process signing with a stale CA.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from .errors import NotFound
 from .secretbox import SecretBox
 from .store import builtin_ca as builtin_store
 from .store.issuers import credentials_context, service_issuer
+from .store.notifications import ChangeListener
 
 log = structlog.get_logger(__name__)
 
@@ -52,15 +53,15 @@ class ResolvedIssuer:
 class IssuerDirectory:
     """Per-process cache of service → issuer → backend."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, dsn: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, listener: ChangeListener | None = None) -> None:
         self._pool = pool
         self._box = box
-        self._dsn = dsn
+        self._listener = listener
+        if listener is not None:
+            listener.subscribe(CHANNEL, lambda _payload: self.invalidate())
         self._services: dict[str, ResolvedIssuer] = {}
         self._backends: dict[tuple[str | None, str | None], CaBackend] = {}
         self._builtin: tuple[int, BuiltinBackend] | None = None
-        self._listening = False
-        self._listener_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._retiring: dict[asyncio.Task[None], CaBackend] = {}
         #: Cache hits/misses, for benchmarks and metrics.
@@ -68,21 +69,11 @@ class IssuerDirectory:
         self.misses = 0
 
     async def start(self) -> None:
-        """Load the built-in CA and start listening for changes."""
+        """Load the built-in CA (creating it on first start)."""
         await self._load_builtin()
-        if self._dsn is not None:
-            self._listener_task = asyncio.create_task(self._listen_forever(), name="issuer-listener")
-            for _ in range(50):  # wait briefly for LISTEN to be in place so tests see invalidation
-                if self._listening:
-                    break
-                await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:
-        """Stop listening and close every backend."""
-        if self._listener_task is not None:
-            self._listener_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener_task
+        """Close every backend."""
         for task, backend in self._retiring.items():
             if not task.done():
                 task.cancel()
@@ -100,7 +91,7 @@ class IssuerDirectory:
     async def resolve(self, service: str) -> ResolvedIssuer:
         """The issuer active for ``service``; raises :class:`NotFound` for an unknown service."""
         cached = self._services.get(service)
-        if cached is not None and self._listening:
+        if cached is not None and self._listener is not None and self._listener.connected:
             self.hits += 1
             return cached
         self.misses += 1
@@ -171,33 +162,3 @@ class IssuerDirectory:
     async def _close_later(self, backend: CaBackend, *, delay: float) -> None:
         await asyncio.sleep(delay)
         await backend.aclose()
-
-    async def _listen_forever(self) -> None:
-        assert self._dsn is not None
-        delay = 0.5
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                lost = asyncio.Event()
-
-                def on_termination(_connection: object, lost: asyncio.Event = lost) -> None:
-                    lost.set()
-
-                conn.add_termination_listener(on_termination)
-                await conn.add_listener(CHANNEL, lambda *_args: self.invalidate())
-                # Anything may have changed while we were not listening.
-                self.invalidate()
-                self._listening = True
-                delay = 0.5
-                await lost.wait()
-                log.warning("issuer change listener lost its connection; bypassing the cache")
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("issuer change listener cannot connect", error=str(exc), retry_in=delay)
-            finally:
-                self._listening = False
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)

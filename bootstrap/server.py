@@ -19,6 +19,7 @@ from .policy import EnrollmentPolicy
 from .secretbox import SecretBox, load_master_key
 from .store.audit import AuditWriter
 from .store.database import Database
+from .store.notifications import ChangeListener
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class BootstrapServer:
         self.audit: AuditWriter | None = None
         self.enroller: Enroller | None = None
         self.coap: Context | None = None
+        self.listener: ChangeListener | None = None
 
     async def start(self) -> None:
         """Open storage, load the CA, bind the transports."""
@@ -51,8 +53,10 @@ class BootstrapServer:
         box = open_secret_box(settings)
         self.database = await open_database(settings, min_size=2, max_size=10)
         pool = self.database.pool
-        self.issuers = IssuerDirectory(pool, box, dsn=self.database.dsn)
+        self.listener = ChangeListener(self.database.dsn)
+        self.issuers = IssuerDirectory(pool, box, listener=self.listener)
         await self.issuers.start()
+        await self.listener.start()
         self.audit = AuditWriter(pool)
         self.audit.start()
         self.enroller = Enroller(
@@ -86,6 +90,8 @@ class BootstrapServer:
         if self.coap is not None:
             await self.coap.shutdown()
             self.coap = None
+        if self.listener is not None:
+            await self.listener.aclose()
         if self.audit is not None:
             await self.audit.aclose()
         if self.issuers is not None:

@@ -132,7 +132,7 @@ async def test_saturation_answers_503_instead_of_queueing(
     """With the pending limit reached, a further request is refused at once; held ones complete."""
     service = await _service_with_issuer(pool, "TEST_GATED", unique)
     GatedBackend.gate = asyncio.Event()
-    directory = IssuerDirectory(pool, box, dsn=None)
+    directory = IssuerDirectory(pool, box, listener=None)
     await directory.start()
     audit = AuditWriter(pool)
     audit.start()

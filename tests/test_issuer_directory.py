@@ -14,6 +14,7 @@ from bootstrap.errors import NotFound
 from bootstrap.issuer_directory import IssuerDirectory
 from bootstrap.secretbox import SecretBox
 from bootstrap.store.issuers import credentials_context
+from bootstrap.store.notifications import ChangeListener
 
 from .pki import ca_material
 
@@ -49,8 +50,10 @@ async def test_resolve_builtin_unknown_and_invalidation(
     database_url: str, pool: asyncpg.Pool, box: SecretBox, unique: str
 ) -> None:
     """LWM2M starts on the built-in CA; a new service and a re-pointed service are seen after NOTIFY."""
-    directory = IssuerDirectory(pool, box, dsn=database_url)
+    listener = ChangeListener(database_url)
+    directory = IssuerDirectory(pool, box, listener=listener)
     await directory.start()
+    await listener.start()
     try:
         lwm2m = await directory.resolve("LWM2M")
         assert lwm2m.issuer_id is None and lwm2m.issuer_type == "BUILTIN"
@@ -79,12 +82,13 @@ async def test_resolve_builtin_unknown_and_invalidation(
         await pool.execute(
             "DELETE FROM certificate_issuer_configurations WHERE reference = $1", f"renewal-{unique}"
         )
+        await listener.aclose()
         await directory.aclose()
 
 
 async def test_without_listener_every_lookup_reads_postgres(pool: asyncpg.Pool, box: SecretBox) -> None:
     """With no LISTEN connection the cache is bypassed, so changes are never missed."""
-    directory = IssuerDirectory(pool, box, dsn=None)
+    directory = IssuerDirectory(pool, box, listener=None)
     await directory.start()
     try:
         await directory.resolve("LWM2M")
