@@ -8,18 +8,22 @@ changes reach running servers through NOTIFY, without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__, logs
 from .config import DEFAULT_COAP_PORT, ENVIRONMENT, Settings, default_data_dir, parse_hostport
-from .errors import ConfigError
+from .errors import BootstrapError, ConfigError
+
+if TYPE_CHECKING:
+    from .store.database import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,6 +98,8 @@ def run_async(func: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except BootstrapError as exc:
+            fail(exc.message)
 
     return wrapper
 
@@ -107,6 +113,24 @@ def settings_or_exit(**values: Any) -> Settings:
         sys.exit(2)
     logs.configure(settings.log_format, settings.log_level)
     return settings
+
+
+@contextlib.asynccontextmanager
+async def database_for(settings: Settings) -> AsyncIterator[Database]:
+    """Open the settings' database for one management command."""
+    from .server import open_database
+
+    database = await open_database(settings, min_size=1, max_size=2)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def fail(message: str) -> NoReturn:
+    """Print one error line and exit with code 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -215,15 +239,12 @@ def ca_export(**values: Any) -> None:
     settings = settings_or_exit(**values)
 
     async def body() -> None:
-        from .server import open_database, open_secret_box
+        from .server import open_secret_box
         from .store import builtin_ca
 
         box = open_secret_box(settings)
-        database = await open_database(settings, min_size=1, max_size=2)
-        try:
+        async with database_for(settings) as database:
             active = await builtin_ca.ensure(database.pool, box)
-        finally:
-            await database.close()
         for certificate in active.chain:
             click.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
 
@@ -247,15 +268,11 @@ def certificates_list(endpoint: str | None, limit: int, **values: Any) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from .server import open_database
         from .store import audit
 
-        database = await open_database(settings, min_size=1, max_size=2)
-        try:
+        async with database_for(settings) as database:
             rows = await audit.recent(database.pool, limit=limit, endpoint=endpoint)
             total = await audit.count_issued(database.pool)
-        finally:
-            await database.close()
         table = Table(title=f"Issued certificates ({len(rows)} of {total})")
         for column in ("issued at", "endpoint", "service", "issuer", "serial", "not after", "revoked"):
             table.add_column(column)
@@ -270,6 +287,149 @@ def certificates_list(endpoint: str | None, limit: int, **values: Any) -> None:
                 "yes" if row["revoked_at"] else "",
             )
         Console().print(table)
+
+    run_async(body)()
+
+
+@main.group()
+def trust() -> None:
+    """Trusted certificates: factory CAs whose devices may bootstrap (service bootstrap), or lwm2m."""
+
+
+@trust.command("add")
+@storage_options
+@click.argument("pem_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--service", type=click.Choice(["bootstrap", "lwm2m"]), default="bootstrap", show_default=True)
+@click.option("--name", default=None, help="Unique name [default: the file name].")
+@click.option("--description", default=None)
+def trust_add(pem_file: Path, service: str, name: str | None, description: str | None, **values: Any) -> None:
+    """Trust the certificate (or chain) in PEM_FILE; running servers pick it up at once."""
+    settings = settings_or_exit(**values)
+    pem = pem_file.read_text()
+
+    async def body() -> None:
+        from .store import trust as trust_store
+
+        async with database_for(settings) as database:
+            added = await trust_store.add(
+                database.pool,
+                name=name or pem_file.name,
+                service=service,
+                certificate_pem=pem,
+                description=description,
+            )
+        click.echo(
+            f"trusted {added.subject} for {added.service} (id {added.id}, sha256 {added.fingerprint_sha256})"
+        )
+
+    run_async(body)()
+
+
+@trust.command("list")
+@storage_options
+@click.option("--service", type=click.Choice(["bootstrap", "lwm2m"]), default=None)
+def trust_list(service: str | None, **values: Any) -> None:
+    """List trusted certificates."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from .store import trust as trust_store
+
+        async with database_for(settings) as database:
+            rows = await trust_store.list_all(database.pool, service=service)
+        table = Table(title=f"Trusted certificates ({len(rows)})")
+        for column in ("name", "service", "status", "subject", "not after", "id"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row.name, row.service, row.status, row.subject, row.not_after.date().isoformat(), row.id
+            )
+        Console().print(table)
+
+    run_async(body)()
+
+
+@trust.command("remove")
+@storage_options
+@click.argument("name_or_id")
+def trust_remove(name_or_id: str, **values: Any) -> None:
+    """Stop trusting a certificate (by name or id)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import trust as trust_store
+
+        async with database_for(settings) as database:
+            await trust_store.remove(database.pool, name_or_id)
+        click.echo(f"removed {name_or_id}")
+
+    run_async(body)()
+
+
+@main.group()
+def device() -> None:
+    """Per-device credentials (PSK-mode bootstrap)."""
+
+
+@device.command("add")
+@storage_options
+@click.argument("endpoint")
+@click.option("--psk-identity", required=True, help="PSK identity the device presents in the handshake.")
+@click.option("--psk-key", required=True, help="The PSK as hex (16-64 bytes).")
+def device_add(endpoint: str, psk_identity: str, psk_key: str, **values: Any) -> None:
+    """Create or replace ENDPOINT's PSK credentials (the key is stored sealed)."""
+    settings = settings_or_exit(**values)
+    try:
+        key = bytes.fromhex(psk_key)
+    except ValueError:
+        fail("--psk-key must be hexadecimal")
+
+    async def body() -> None:
+        from .server import open_secret_box
+        from .store import devices
+
+        box = open_secret_box(settings)
+        async with database_for(settings) as database:
+            await devices.put(database.pool, box, devices.PskCredential(endpoint, psk_identity, key))
+        click.echo(f"PSK identity {psk_identity!r} now bootstraps endpoint {endpoint!r}")
+
+    run_async(body)()
+
+
+@device.command("list")
+@storage_options
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+def device_list(limit: int, **values: Any) -> None:
+    """List endpoints with PSK credentials (keys are never shown)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import devices
+
+        async with database_for(settings) as database:
+            rows = await devices.list_identities(database.pool, limit=limit)
+        for endpoint, identity, updated in rows:
+            click.echo(f"{endpoint}\t{identity}\t{updated.isoformat(timespec='seconds')}")
+
+    run_async(body)()
+
+
+@device.command("remove")
+@storage_options
+@click.argument("endpoint")
+def device_remove(endpoint: str, **values: Any) -> None:
+    """Delete ENDPOINT's PSK credentials."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import devices
+
+        async with database_for(settings) as database:
+            await devices.remove(database.pool, endpoint)
+        click.echo(f"removed PSK credentials of {endpoint}")
 
     run_async(body)()
 
