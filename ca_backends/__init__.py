@@ -3,7 +3,7 @@
 Importing this package registers every backend that ships with the product.
 """
 
-from . import builtin  # noqa: F401  (registers BUILTIN)
+from . import builtin, cfssl, globalsign  # noqa: F401  (register BUILTIN, CFSSL_AUTH, GLOBAL_SIGN)
 from .base import BackendFactory, CaBackend, IssuerConfig, Revoker, SignRequest, SignResult
 from .errors import (
     BackendError,
