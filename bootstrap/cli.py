@@ -23,6 +23,7 @@ from .config import DEFAULT_COAP_PORT, ENVIRONMENT, Settings, default_data_dir, 
 from .errors import BootstrapError, ConfigError
 
 if TYPE_CHECKING:
+    from .issuer_service import IssuerService
     from .store.database import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -430,6 +431,262 @@ def device_remove(endpoint: str, **values: Any) -> None:
         async with database_for(settings) as database:
             await devices.remove(database.pool, endpoint)
         click.echo(f"removed PSK credentials of {endpoint}")
+
+    run_async(body)()
+
+
+# --- certificate issuers and service configurations --------------------------------------------
+
+
+def _issuer_service(settings: Settings, database: Database) -> IssuerService:
+    from .issuer_service import IssuerService
+    from .server import open_secret_box
+
+    return IssuerService(database.pool, open_secret_box(settings))
+
+
+def _read_file(path: Path | None) -> str | None:
+    return path.read_text() if path is not None else None
+
+
+@main.group()
+def issuer() -> None:
+    """Certificate issuers: third-party CAs devices' certificates can be signed by."""
+
+
+@issuer.command("create")
+@storage_options
+@click.option("--type", "issuer_type", type=click.Choice(["CFSSL_AUTH", "GLOBAL_SIGN"]), required=True)
+@click.option("--name", required=True, help="Unique name (1-50 characters).")
+@click.option("--description", default=None)
+@click.option("--host-url", default=None, help="CFSSL: base URL of the CFSSL server.")
+@click.option("--profile", default=None, help="CFSSL: signing profile.")
+@click.option("--label", default=None, help="CFSSL: signer label.")
+@click.option(
+    "--hmac-hex-key",
+    envvar="LWM2M_BOOTSTRAP_CFSSL_HMAC_KEY",
+    default=None,
+    help="CFSSL: the profile's auth key in hex (or set LWM2M_BOOTSTRAP_CFSSL_HMAC_KEY).",
+)
+@click.option("--api-key", default=None, help="GlobalSign: HVCA API key.")
+@click.option(
+    "--api-secret",
+    envvar="LWM2M_BOOTSTRAP_HVCA_API_SECRET",
+    default=None,
+    help="GlobalSign: HVCA API secret (or set LWM2M_BOOTSTRAP_HVCA_API_SECRET).",
+)
+@click.option(
+    "--client-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="GlobalSign: mutual-TLS client certificate (PEM file).",
+)
+@click.option(
+    "--private-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="GlobalSign: its private key (PEM file, may be encrypted).",
+)
+@click.option(
+    "--passphrase",
+    envvar="LWM2M_BOOTSTRAP_HVCA_PASSPHRASE",
+    default=None,
+    help="GlobalSign: passphrase of the private key (or set LWM2M_BOOTSTRAP_HVCA_PASSPHRASE).",
+)
+@click.option("--base-url", default=None, help="GlobalSign: HVCA API base URL (default: the EMEA endpoint).")
+def issuer_create(
+    issuer_type: str,
+    name: str,
+    description: str | None,
+    host_url: str | None,
+    profile: str | None,
+    label: str | None,
+    hmac_hex_key: str | None,
+    api_key: str | None,
+    api_secret: str | None,
+    client_cert: Path | None,
+    private_key: Path | None,
+    passphrase: str | None,
+    base_url: str | None,
+    **values: Any,
+) -> None:
+    """Register a CA without activating it (use `service set` for that)."""
+    settings = settings_or_exit(**values)
+    if issuer_type == "CFSSL_AUTH":
+        attributes = {"host_url": host_url, "cfssl_profile": profile, "cfssl_label": label}
+        credentials = {"hmac_hex_key": hmac_hex_key}
+    else:
+        attributes = {"base_url": base_url}
+        credentials = {
+            "api_key": api_key,
+            "api_secret": api_secret,
+            "client_certificate": _read_file(client_cert),
+            "private_key": _read_file(private_key),
+            "passphrase": passphrase,
+        }
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            created = await _issuer_service(settings, database).create_issuer(
+                name=name,
+                issuer_type=issuer_type,
+                description=description,
+                attributes={k: v for k, v in attributes.items() if v is not None},
+                credentials={k: v for k, v in credentials.items() if v is not None},
+            )
+        click.echo(f"created {created.issuer_type} issuer {created.name!r} (id {created.id}); not active yet")
+
+    run_async(body)()
+
+
+@issuer.command("list")
+@storage_options
+def issuer_list(**values: Any) -> None:
+    """List issuers with the services they are active for."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        async with database_for(settings) as database:
+            issuers = await _issuer_service(settings, database).list_issuers()
+        table = Table(title=f"Certificate issuers ({len(issuers)})")
+        for column in ("name", "type", "active for", "last verify", "created", "id"):
+            table.add_column(column)
+        for item in issuers:
+            verify = (
+                "never" if item.verify_successful is None else ("ok" if item.verify_successful else "FAILED")
+            )
+            table.add_row(
+                item.name,
+                item.issuer_type,
+                ", ".join(item.services) or "-",
+                verify,
+                item.created_at.date().isoformat(),
+                item.id,
+            )
+        Console().print(table)
+
+    run_async(body)()
+
+
+@issuer.command("show")
+@storage_options
+@click.argument("name_or_id")
+def issuer_show(name_or_id: str, **values: Any) -> None:
+    """Show one issuer (credentials are never shown)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            item = await _issuer_service(settings, database).get_issuer(name_or_id)
+        click.echo(f"name:        {item.name}\nid:          {item.id}\ntype:        {item.issuer_type}")
+        click.echo(f"description: {item.description or '-'}")
+        for key, value in sorted(item.issuer_attributes.items()):
+            click.echo(f"attribute:   {key} = {value}")
+        click.echo(f"active for:  {', '.join(item.services) or '-'}")
+        if item.verified_at is None:
+            click.echo("verified:    never")
+        else:
+            state = "ok" if item.verify_successful else "FAILED"
+            when = item.verified_at.isoformat(timespec="seconds")
+            click.echo(f"verified:    {state} at {when}: {item.verify_message}")
+        click.echo(f"created:     {item.created_at.isoformat(timespec='seconds')}")
+
+    run_async(body)()
+
+
+@issuer.command("verify")
+@storage_options
+@click.argument("name_or_id")
+def issuer_verify(name_or_id: str, **values: Any) -> None:
+    """Have the CA sign a test certificate (may use CA quota). Exit 1 if it fails."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> bool:
+        async with database_for(settings) as database:
+            outcome = await _issuer_service(settings, database).verify_issuer(name_or_id)
+        click.echo(("verified: " if outcome.successful else "verification FAILED: ") + outcome.message)
+        return outcome.successful
+
+    if not run_async(body)():
+        sys.exit(1)
+
+
+@issuer.command("delete")
+@storage_options
+@click.argument("name_or_id")
+def issuer_delete(name_or_id: str, **values: Any) -> None:
+    """Delete an issuer (refused while any service uses it)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            await _issuer_service(settings, database).delete_issuer(name_or_id)
+        click.echo(f"deleted {name_or_id}")
+
+    run_async(body)()
+
+
+@main.group()
+def service() -> None:
+    """Service configurations: which CA signs for LWM2M and for custom services."""
+
+
+@service.command("set")
+@storage_options
+@click.argument("reference")
+@click.option("--issuer", "issuer_name", required=True, help="Issuer name or id, or 'builtin'.")
+@click.option("--verify", is_flag=True, help="Verify the issuer first and refuse to activate it on failure.")
+def service_set(reference: str, issuer_name: str, verify: bool, **values: Any) -> None:
+    """Make an issuer the CA of REFERENCE (a custom service is created if missing)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            config = await _issuer_service(settings, database).set_service_issuer(
+                reference,
+                None if issuer_name.lower() == "builtin" else issuer_name,
+                require_verified=verify,
+                create=True,
+            )
+        click.echo(f"{config.reference} now signs with {issuer_name}")
+
+    run_async(body)()
+
+
+@service.command("list")
+@storage_options
+def service_list(**values: Any) -> None:
+    """List service configurations and their CAs."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            issuers_service = _issuer_service(settings, database)
+            configs = await issuers_service.list_services()
+            names = {i.id: i.name for i in await issuers_service.list_issuers()}
+        for config in configs:
+            ca_name = (
+                "builtin" if config.certificate_issuer_id is None else names[config.certificate_issuer_id]
+            )
+            click.echo(f"{config.reference}\t{ca_name}\t{'custom' if config.is_custom else 'lwm2m'}")
+
+    run_async(body)()
+
+
+@service.command("delete")
+@storage_options
+@click.argument("reference")
+def service_delete(reference: str, **values: Any) -> None:
+    """Delete a custom service configuration."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        async with database_for(settings) as database:
+            await _issuer_service(settings, database).delete_service(reference)
+        click.echo(f"deleted service configuration {reference}")
 
     run_async(body)()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import math
 import os
 import time
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca_backends import BackendError, BackendRejected, BackendUnavailable
 
@@ -147,20 +145,13 @@ class Enroller:
         finally:
             self.stats.sign_seconds += time.perf_counter() - started
         certificate = result.certificate
-        der = certificate.public_bytes(Encoding.DER)
-        serial_hex = format(certificate.serial_number, "X")
-        audit_row = IssuedCertificate(
-            serial_number=serial_hex,
+        audit_row = IssuedCertificate.of(
+            certificate,
             endpoint=request.common_name,
             service_reference=service,
             issuer_id=issuer.issuer_id,
             issuer_name=issuer.name,
             issuer_type=issuer.issuer_type,
-            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-            subject=certificate.subject.rfc4514_string(),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            certificate_der=der,
             request_id=request_id,
         )
         try:
@@ -171,6 +162,7 @@ class Enroller:
                 "could not record the issuance; retry later", max_age=self._retry_after
             ) from exc
         self.stats.issued += 1
+        serial_hex = audit_row.serial_number
         log.info("certificate issued", serial=serial_hex, service=service)
         return Enrolled(
             certificate=certificate, chain=result.chain, issuer_name=issuer.name, serial_hex=serial_hex

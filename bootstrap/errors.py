@@ -67,6 +67,20 @@ class Conflict(BootstrapError):
     http_status = 409
 
 
+class PreconditionFailed(BootstrapError):
+    """``If-Match`` names another version of the resource."""
+
+    coap_code = "4.12"
+    http_status = 412
+
+
+class FailedDependency(BootstrapError):
+    """A third-party service (a CA) failed while doing what was asked."""
+
+    coap_code = "5.02"
+    http_status = 424
+
+
 class UnsupportedContentFormat(BootstrapError):
     """The request payload has the wrong Content-Format."""
 

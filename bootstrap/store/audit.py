@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import Queryable
 
@@ -37,6 +40,35 @@ class IssuedCertificate:
     certificate_der: bytes
     request_id: str
 
+    @classmethod
+    def of(
+        cls,
+        certificate: x509.Certificate,
+        *,
+        endpoint: str,
+        service_reference: str,
+        issuer_id: str | None,
+        issuer_name: str,
+        issuer_type: str,
+        request_id: str,
+    ) -> IssuedCertificate:
+        """The audit row describing ``certificate`` (serial, fingerprint and validity read from it)."""
+        der = certificate.public_bytes(Encoding.DER)
+        return cls(
+            serial_number=format(certificate.serial_number, "X"),
+            endpoint=endpoint,
+            service_reference=service_reference,
+            issuer_id=issuer_id,
+            issuer_name=issuer_name,
+            issuer_type=issuer_type,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            subject=certificate.subject.rfc4514_string(),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            certificate_der=der,
+            request_id=request_id,
+        )
+
 
 _INSERT = """
 INSERT INTO issued_certificates
@@ -45,6 +77,11 @@ INSERT INTO issued_certificates
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::bytea[], $12::text[])
 """
+
+
+async def record_one(conn: Queryable, row: IssuedCertificate) -> None:
+    """Write a single audit row now (for one-off issuance such as an issuer's verify)."""
+    await AuditWriter._insert(conn, [row])
 
 
 class AuditWriter:
@@ -93,8 +130,8 @@ class AuditWriter:
             if self._closing and not self._pending:
                 return
 
-    async def _write(self, batch: list[tuple[IssuedCertificate, asyncio.Future[None]]]) -> None:
-        rows = [row for row, _ in batch]
+    @staticmethod
+    async def _insert(conn: Queryable, rows: list[IssuedCertificate]) -> None:
         columns = (
             [r.serial_number for r in rows],
             [r.endpoint for r in rows],
@@ -109,8 +146,12 @@ class AuditWriter:
             [r.certificate_der for r in rows],
             [r.request_id for r in rows],
         )
+        await conn.execute(_INSERT, *columns)
+
+    async def _write(self, batch: list[tuple[IssuedCertificate, asyncio.Future[None]]]) -> None:
+        rows = [row for row, _ in batch]
         try:
-            await self._pool.execute(_INSERT, *columns)
+            await self._insert(self._pool, rows)
         except Exception as exc:  # the devices get 5.03 and retry; nothing was handed out
             log.error("audit write failed", rows=len(rows), error=str(exc))
             for _, future in batch:
