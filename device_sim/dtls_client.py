@@ -1,0 +1,512 @@
+"""DTLS 1.2 client for the device simulator (certificate or PSK mode).
+
+:class:`DtlsClientConnection` is a sans-I/O client connection on pyOpenSSL memory BIOs:
+feed it datagrams, it returns datagrams to send. The aiocoap transport built on it
+lives further down (:func:`add_dtls_client_transport`)::
+
+    context = await aiocoap.Context.create_client_context()
+    await add_dtls_client_transport(context, CertificateCredentials(...))
+    context.serversite = device_site          # to answer the server's requests
+    response = await context.request(Message(code=GET, uri="coaps://[::1]/bspack?ep=dev")).response
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiocoap import Message, error, interfaces
+from aiocoap.numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
+from aiocoap.util import hostportjoin, hostportsplit
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+__all__ = [
+    "CertificateCredentials",
+    "ClientContext",
+    "ClientCredentials",
+    "DtlsClientAddress",
+    "DtlsClientConnection",
+    "DtlsClientError",
+    "DtlsClientTransport",
+    "PskCredentials",
+    "add_dtls_client_transport",
+]
+
+DTLS_1_2 = 0xFEFD
+CERTIFICATE_SUITES = ("ECDHE-ECDSA-AES128-CCM8", "ECDHE-ECDSA-AES128-GCM-SHA256")
+PSK_SUITES = ("PSK-AES128-CCM8", "PSK-AES128-GCM-SHA256")
+_RECORD_HEADER_LEN = 13
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateCredentials:
+    """A device certificate (leaf first, then intermediates) and its key.
+
+    ``trusted_cas`` verifies the server; when empty the server is not verified
+    (acceptable for a load generator, never for a real device).
+    """
+
+    certificate_chain: tuple[x509.Certificate, ...]
+    private_key: ec.EllipticCurvePrivateKey
+    trusted_cas: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PskCredentials:
+    """A PSK identity and key (RFC 4279)."""
+
+    identity: bytes
+    key: bytes
+
+
+ClientCredentials = CertificateCredentials | PskCredentials
+
+
+class DtlsClientError(Exception):
+    """The handshake failed or the connection broke."""
+
+
+def _split(flight: bytes, limit: int) -> list[bytes]:
+    """Records into datagrams of at most ``limit`` bytes (RFC 6347 §4.1.1)."""
+    if len(flight) <= limit:
+        return [flight] if flight else []
+    out: list[bytes] = []
+    start = pos = 0
+    while pos < len(flight):
+        end = min(pos + _RECORD_HEADER_LEN + int.from_bytes(flight[pos + 11 : pos + 13], "big"), len(flight))
+        if end - start > limit and pos > start:
+            out.append(flight[start:pos])
+            start = pos
+        pos = end
+    out.append(flight[start:])
+    return out
+
+
+class ClientContext:
+    """An ``SSL.Context`` for a DTLS 1.2 client with these credentials (shareable between connections)."""
+
+    def __init__(self, credentials: ClientCredentials, cipher_suites: Sequence[str] | None = None) -> None:
+        ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+        ctx.set_min_proto_version(DTLS_1_2)
+        ctx.set_max_proto_version(DTLS_1_2)
+        ctx.set_options(
+            SSL.OP_NO_QUERY_MTU | (SSL.OP_NO_RENEGOTIATION or 0) | SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION
+        )
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        self._psk_callback: Any = None
+        default = CERTIFICATE_SUITES if isinstance(credentials, CertificateCredentials) else PSK_SUITES
+        suites = tuple(cipher_suites or default)
+        # OpenSSL 3+ rates *_CCM_8 below its default security level 2; LwM2M mandates them.
+        level = b":@SECLEVEL=0" if any("CCM8" in suite for suite in suites) else b""
+        ctx.set_cipher_list(":".join(suites).encode() + level)
+        if isinstance(credentials, CertificateCredentials):
+            ctx.use_certificate(credentials.certificate_chain[0])
+            for extra in credentials.certificate_chain[1:]:
+                ctx.add_extra_chain_cert(extra)
+            ctx.use_privatekey(credentials.private_key)
+            if credentials.trusted_cas:
+                store = ctx.get_cert_store()
+                assert store is not None
+                for ca in credentials.trusted_cas:
+                    store.add_cert(crypto.X509.from_cryptography(ca))
+                ctx.set_verify(SSL.VERIFY_PEER)
+            else:
+                ctx.set_verify(SSL.VERIFY_NONE)
+        else:
+            identity, key = credentials.identity, credentials.key
+
+            def psk_client(ssl: Any, hint: Any, id_out: Any, max_id: int, psk_out: Any, max_psk: int) -> int:
+                if len(identity) + 1 > max_id or len(key) > max_psk:
+                    return 0
+                _ffi.memmove(id_out, identity + b"\x00", len(identity) + 1)
+                _ffi.memmove(psk_out, key, len(key))
+                return len(key)
+
+            self._psk_callback = _ffi.callback(
+                "unsigned int (*)(SSL *, const char *, char *, unsigned int, unsigned char *, unsigned int)",
+                psk_client,
+            )
+            _lib.SSL_CTX_set_psk_client_callback(ctx._context, self._psk_callback)
+        self.context = ctx
+
+
+class DtlsClientConnection:
+    """A sans-I/O DTLS 1.2 client connection. Methods return datagrams to send."""
+
+    def __init__(
+        self,
+        credentials: ClientCredentials,
+        *,
+        max_datagram_size: int = 1232,
+        cipher_suites: Sequence[str] | None = None,
+        context: ClientContext | None = None,
+    ) -> None:
+        self._max = max_datagram_size
+        self._context = context or ClientContext(credentials, cipher_suites)
+        self._conn = SSL.Connection(self._context.context, None)
+        self._conn.set_ciphertext_mtu(max_datagram_size)
+        self._conn.set_connect_state()
+        self.handshake_complete = False
+        self.closed = False
+        self.error: str | None = None
+        self.received: deque[bytes] = deque()
+
+    @property
+    def cipher(self) -> str | None:
+        """The negotiated cipher suite (OpenSSL name)."""
+        name: str | None = self._conn.get_cipher_name()
+        return name
+
+    def start(self) -> list[bytes]:
+        """Begin the handshake: the ClientHello datagram(s)."""
+        return self._step()
+
+    def datagram_received(self, data: bytes) -> list[bytes]:
+        """Process one datagram from the server."""
+        if self.closed:
+            return []
+        self._conn.bio_write(data)
+        return self._step()
+
+    def send(self, data: bytes) -> list[bytes]:
+        """Encrypt one record of application data."""
+        if not self.handshake_complete or self.closed:
+            raise DtlsClientError("connection is not established")
+        try:
+            self._conn.send(data)
+        except SSL.Error as exc:
+            self._fail(exc)
+        return self._drain()
+
+    def timeout(self) -> float | None:
+        """Seconds until :meth:`handle_timeout` is due (``None``: no timer)."""
+        if self.closed:
+            return None
+        remaining: float | None = self._conn.DTLSv1_get_timeout()
+        return remaining
+
+    def handle_timeout(self) -> list[bytes]:
+        """Retransmit the last flight if its timer expired (RFC 6347 §4.2.4)."""
+        if self.closed:
+            return []
+        try:
+            self._conn.DTLSv1_handle_timeout()
+        except SSL.Error as exc:
+            self._fail(exc)
+        return self._drain()
+
+    def close(self) -> list[bytes]:
+        """Send close_notify and stop."""
+        if self.closed:
+            return []
+        if self.handshake_complete:
+            try:
+                self._conn.shutdown()
+            except SSL.Error:
+                pass
+        self.closed = True
+        return self._drain()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.closed = True
+        self.error = str(exc) or type(exc).__name__
+
+    def _step(self) -> list[bytes]:
+        if not self.handshake_complete:
+            try:
+                self._conn.do_handshake()
+            except SSL.WantReadError:
+                return self._drain()
+            except SSL.Error as exc:
+                self._fail(exc)
+                return self._drain()
+            self.handshake_complete = True
+        while not self.closed:
+            try:
+                data = self._conn.recv(20000)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.closed = True
+                self.error = "close_notify from server"
+                break
+            except SSL.Error as exc:
+                self._fail(exc)
+                break
+            self.received.append(data)
+        return self._drain()
+
+    def _drain(self) -> list[bytes]:
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(65536))
+            except SSL.WantReadError:
+                break
+        return _split(b"".join(chunks), self._max)
+
+
+# --- aiocoap transport -------------------------------------------------------------------------------
+
+
+class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
+    """A server reached over one client-side DTLS session."""
+
+    scheme = "coaps"
+    is_multicast = False
+    is_multicast_locally = False
+    maximum_block_size_exp = MAX_REGULAR_BLOCK_SIZE_EXP
+    maximum_payload_size = 1024
+
+    def __init__(self, session: _ClientSession) -> None:
+        self._session = session
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.hostinfo}>"
+
+    @property
+    def hostinfo(self) -> str:
+        """``host:port`` of the server."""
+        text: str = hostportjoin(self._session.host, self._session.port)
+        return text
+
+    @property
+    def hostinfo_local(self) -> str:
+        """``host:port`` of the local socket."""
+        name = self._session.sockname
+        text: str = hostportjoin(str(name[0]), int(name[1])) if name else ""
+        return text
+
+    @property
+    def uri_base(self) -> str:
+        """``coaps://host:port`` of the server."""
+        return "coaps://" + self.hostinfo
+
+    @property
+    def uri_base_local(self) -> str:
+        """``coaps://`` URI of the local socket."""
+        return "coaps://" + self.hostinfo_local
+
+    @property
+    def blockwise_key(self) -> tuple[str, int, int]:
+        """Blocks combine only within one session."""
+        return (self._session.host, self._session.port, id(self._session))
+
+    @property
+    def cipher(self) -> str | None:
+        """The negotiated suite."""
+        return self._session.conn.cipher
+
+    def send(self, data: bytes) -> None:
+        """Encrypt and send one CoAP message."""
+        self._session.send_plaintext(data)
+
+
+class _ClientSession(asyncio.DatagramProtocol):
+    """One DTLS session on its own connected UDP socket."""
+
+    def __init__(self, interface: DtlsClientTransport, host: str, port: int) -> None:
+        self.interface = interface
+        self.host = host
+        self.port = port
+        self.conn = DtlsClientConnection(
+            interface.credentials,
+            max_datagram_size=interface.max_datagram_size,
+            context=interface.client_context,
+        )
+        self.address = DtlsClientAddress(self)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sockname: tuple[Any, ...] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.sockname = self.transport.get_extra_info("sockname")
+        self._emit(self.conn.start())
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._emit(self.conn.datagram_received(data))
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.ready.done():
+            self._fail(f"socket error: {exc}")
+
+    def send_plaintext(self, data: bytes) -> None:
+        if self.closed or not self.conn.handshake_complete:
+            return
+        self._emit(self.conn.send(data))
+
+    def _emit(self, datagrams: list[bytes]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            for datagram in datagrams:
+                self.transport.sendto(datagram)
+        if self.conn.handshake_complete and not self.ready.done():
+            self.ready.set_result(None)
+        while self.conn.received:
+            self.interface.plaintext_received(self, self.conn.received.popleft())
+        if self.conn.closed:
+            self._fail(self.conn.error or "closed")
+            return
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        remaining = self.conn.timeout()
+        if remaining is not None:
+            self._timer = asyncio.get_running_loop().call_later(remaining, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.closed:
+            self._emit(self.conn.handle_timeout())
+
+    def _fail(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(DtlsClientError(reason))
+        self.interface.session_ended(self, reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            for datagram in self.conn.close():
+                self.transport.sendto(datagram)
+        self._fail("closed by client")
+
+
+class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
+    """aiocoap client MessageInterface for ``coaps://`` with one set of device credentials."""
+
+    def __init__(
+        self,
+        mman: Any,
+        credentials: ClientCredentials,
+        *,
+        mtu: int = 1280,
+        handshake_timeout: float = 30.0,
+        cipher_suites: Sequence[str] | None = None,
+    ) -> None:
+        self._mman: Any = mman
+        self.credentials = credentials
+        self.client_context = ClientContext(credentials, cipher_suites)
+        self.max_datagram_size = mtu - 48
+        self.handshake_timeout = handshake_timeout
+        self._sessions: dict[tuple[str, int], _ClientSession] = {}
+        self._shut = False
+
+    def plaintext_received(self, session: _ClientSession, data: bytes) -> None:
+        """A CoAP message arrived from a server."""
+        if self._mman is None:
+            return
+        try:
+            message = Message.decode(data, remote=session.address)
+        except error.UnparsableMessage:
+            return
+        self._mman.dispatch_message(message)
+
+    def session_ended(self, session: _ClientSession, reason: str) -> None:
+        """Forget a session and fail what was pending on it."""
+        key = (session.host, session.port)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        if self._mman is not None and session.ready.done() and session.ready.exception() is None:
+            self._mman.dispatch_error(error.NetworkError(f"DTLS session ended: {reason}"), session.address)
+
+    async def _session_for(self, host: str, port: int) -> _ClientSession:
+        key = (host, port)
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            loop = asyncio.get_running_loop()
+            session = _ClientSession(self, host, port)
+            self._sessions[key] = session
+            try:
+                await loop.create_datagram_endpoint(lambda: session, remote_addr=key)
+            except OSError as exc:
+                self._sessions.pop(key, None)
+                raise error.NetworkError(f"cannot reach {host}:{port}: {exc}") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(session.ready), self.handshake_timeout)
+        except TimeoutError:
+            session._fail("handshake timeout")
+            raise error.NetworkError(f"DTLS handshake with {host}:{port} timed out") from None
+        except DtlsClientError as exc:
+            raise error.NetworkError(f"DTLS handshake with {host}:{port} failed: {exc}") from exc
+        return session
+
+    # -- aiocoap MessageInterface --
+
+    def send(self, message: Message) -> None:
+        """aiocoap: encrypt and send."""
+        if self._mman is not None:
+            message.remote.send(message.encode())
+
+    async def recognize_remote(self, remote: object) -> bool:
+        """aiocoap: whether ``remote`` belongs to this transport."""
+        return isinstance(remote, DtlsClientAddress) and remote._session.interface is self
+
+    async def determine_remote(self, request: Message) -> DtlsClientAddress | None:
+        """aiocoap: the session (handshaking now if needed) for a ``coaps://`` request."""
+        if request.requested_scheme != "coaps":
+            return None
+        if self._shut:
+            raise error.LibraryShutdown()
+        if request.unresolved_remote is not None:
+            host, port = hostportsplit(request.unresolved_remote)
+        elif request.opt.uri_host:
+            host, port = request.opt.uri_host, request.opt.uri_port
+        else:
+            raise ValueError("no host to send to")
+        session = await self._session_for(host.strip("[]"), port or 5684)
+        return session.address
+
+    async def shutdown(self) -> None:
+        """aiocoap: close_notify every session and close the sockets."""
+        self._shut = True
+        self._mman = None
+        for session in list(self._sessions.values()):
+            session.close()
+        self._sessions.clear()
+
+
+async def add_dtls_client_transport(
+    context: Any,
+    credentials: ClientCredentials,
+    *,
+    mtu: int = 1280,
+    handshake_timeout: float = 30.0,
+    cipher_suites: Sequence[str] | None = None,
+) -> DtlsClientTransport:
+    """Let an aiocoap ``Context`` speak ``coaps://`` with these device credentials.
+
+    Call it once per simulated device context. To answer the server's requests (Bootstrap-Write,
+    Delete, ...) give the context a site: ``context.serversite = site``.
+    """
+    created: list[DtlsClientTransport] = []
+
+    async def construct(mman: Any) -> DtlsClientTransport:
+        transport = DtlsClientTransport(
+            mman, credentials, mtu=mtu, handshake_timeout=handshake_timeout, cipher_suites=cipher_suites
+        )
+        created.append(transport)
+        return transport
+
+    await context._append_tokenmanaged_messagemanaged_transport(construct)
+    request_interfaces: list[Any] = context.request_interfaces
+    request_interfaces.insert(0, request_interfaces.pop())
+    return created[0]
