@@ -19,7 +19,14 @@ import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__, logs
-from .config import DEFAULT_COAP_PORT, ENVIRONMENT, Settings, default_data_dir, parse_hostport
+from .config import (
+    DEFAULT_COAP_PORT,
+    DEFAULT_COAPS_PORT,
+    ENVIRONMENT,
+    Settings,
+    default_data_dir,
+    parse_hostport,
+)
 from .errors import BootstrapError, ConfigError
 
 if TYPE_CHECKING:
@@ -77,11 +84,18 @@ def make_settings(**values: Any) -> Settings:
     """Build validated settings from CLI values; exit with one line on a bad value."""
     import os
 
-    coap = values.pop("coap", None)
-    if coap is not None:
-        values["coap_bind"] = (
-            None if coap == "off" else parse_hostport(coap, DEFAULT_COAP_PORT, option="--coap")
-        )
+    for option, key, port in (
+        ("coap", "coap_bind", DEFAULT_COAP_PORT),
+        ("coaps", "coaps_bind", DEFAULT_COAPS_PORT),
+        ("coaps_tcp", "coaps_tcp_bind", DEFAULT_COAPS_PORT),
+    ):
+        text = values.pop(option, None)
+        if text is not None:
+            flag = "--" + option.replace("_", "-")
+            values[key] = None if text == "off" else parse_hostport(text, port, option=flag)
+    names = values.pop("server_names", None)
+    if names is not None:
+        values["server_names"] = tuple(n.strip() for n in names.split(",") if n.strip())
     values.setdefault("master_key", os.environ.get(ENVIRONMENT["master_key"]) or None)
     return Settings(**values)
 
@@ -134,6 +148,24 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table on a terminal; tab-separated lines (header first) when piped, for scripts."""
+    if not sys.stdout.isatty():
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lwm2m-bootstrap")
 def main() -> None:
@@ -148,6 +180,58 @@ def main() -> None:
     default=f"127.0.0.1:{DEFAULT_COAP_PORT}",
     show_default=True,
     help="Plain CoAP/UDP listener HOST:PORT (development transport), or 'off'.",
+)
+@click.option(
+    "--coaps",
+    envvar=ENVIRONMENT["coaps"],
+    default=f"0.0.0.0:{DEFAULT_COAPS_PORT}",
+    show_default=True,
+    help="DTLS 1.2 listener HOST:PORT (certificate and PSK mode), or 'off'.",
+)
+@click.option(
+    "--coaps-tcp",
+    envvar=ENVIRONMENT["coaps_tcp"],
+    default=f"0.0.0.0:{DEFAULT_COAPS_PORT}",
+    show_default=True,
+    help="CoAP over TLS (RFC 8323) listener HOST:PORT with client certificates, or 'off'.",
+)
+@click.option(
+    "--server-names",
+    envvar=ENVIRONMENT["server_names"],
+    default="localhost",
+    show_default=True,
+    help="Comma-separated DNS names/IPs for the server certificate the built-in CA issues.",
+)
+@click.option(
+    "--tls-cert-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar=ENVIRONMENT["tls_cert_file"],
+    default=None,
+    help="Server certificate chain (PEM) to use instead of issuing one.",
+)
+@click.option(
+    "--tls-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar=ENVIRONMENT["tls_key_file"],
+    default=None,
+    help="Its EC private key (PEM).",
+)
+@click.option("--dtls-mtu", type=int, envvar=ENVIRONMENT["dtls_mtu"], default=1280, show_default=True)
+@click.option(
+    "--dtls-idle-timeout",
+    type=float,
+    envvar=ENVIRONMENT["dtls_idle_timeout"],
+    default=300.0,
+    show_default=True,
+    help="Seconds of silence before a DTLS session is closed.",
+)
+@click.option(
+    "--dtls-max-sessions",
+    type=int,
+    envvar=ENVIRONMENT["dtls_max_sessions"],
+    default=10_000,
+    show_default=True,
+    help="DTLS sessions per process before the least recently active is evicted.",
 )
 @click.option(
     "--insecure-coap-enrollment",
@@ -216,15 +300,28 @@ def serve(**values: Any) -> None:
     default=None,
     help="Also write the summary as JSON.",
 )
-def demo(json_path: Path | None, devices: int, concurrency: int, **values: Any) -> None:
+@click.option("--psk", "transport", flag_value="dtls-psk", help="Devices use PSK mode over DTLS.")
+@click.option(
+    "--insecure-coap",
+    "transport",
+    flag_value="coap",
+    help="Devices use plain CoAP with insecure enrollment (development only).",
+)
+@click.option(
+    "--dtls", "transport", flag_value="dtls", default=True, help="DTLS with certificates (default)."
+)
+def demo(json_path: Path | None, devices: int, concurrency: int, transport: str, **values: Any) -> None:
     """Start a server on loopback, enroll a simulated fleet through it, print a summary.
 
-    Exit code 0 only if every device enrolled and verified its chain.
+    Devices connect over DTLS with factory certificates from a test manufacturer CA that the demo
+    registers as trusted. Exit code 0 only if every device enrolled and verified its chain.
     """
     from .demo import run_demo
 
     settings = settings_or_exit(**values)
-    code = run_demo(settings, devices=devices, concurrency=concurrency, json_path=json_path)
+    code = run_demo(
+        settings, devices=devices, concurrency=concurrency, json_path=json_path, transport=transport
+    )
     sys.exit(code)
 
 
@@ -266,19 +363,14 @@ def certificates_list(endpoint: str | None, limit: int, **values: Any) -> None:
     settings = settings_or_exit(**values)
 
     async def body() -> None:
-        from rich.console import Console
-        from rich.table import Table
-
         from .store import audit
 
         async with database_for(settings) as database:
             rows = await audit.recent(database.pool, limit=limit, endpoint=endpoint)
             total = await audit.count_issued(database.pool)
-        table = Table(title=f"Issued certificates ({len(rows)} of {total})")
-        for column in ("issued at", "endpoint", "service", "issuer", "serial", "not after", "revoked"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
+        columns = ["issued at", "endpoint", "service", "issuer", "serial", "not after", "revoked"]
+        lines = [
+            [
                 row["issued_at"].isoformat(timespec="seconds"),
                 row["endpoint"],
                 row["service_reference"],
@@ -286,8 +378,10 @@ def certificates_list(endpoint: str | None, limit: int, **values: Any) -> None:
                 row["serial_number"],
                 row["not_after"].date().isoformat(),
                 "yes" if row["revoked_at"] else "",
-            )
-        Console().print(table)
+            ]
+            for row in rows
+        ]
+        print_table(f"Issued certificates ({len(rows)} of {total})", columns, lines)
 
     run_async(body)()
 
@@ -334,21 +428,15 @@ def trust_list(service: str | None, **values: Any) -> None:
     settings = settings_or_exit(**values)
 
     async def body() -> None:
-        from rich.console import Console
-        from rich.table import Table
-
         from .store import trust as trust_store
 
         async with database_for(settings) as database:
             rows = await trust_store.list_all(database.pool, service=service)
-        table = Table(title=f"Trusted certificates ({len(rows)})")
-        for column in ("name", "service", "status", "subject", "not after", "id"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row.name, row.service, row.status, row.subject, row.not_after.date().isoformat(), row.id
-            )
-        Console().print(table)
+        print_table(
+            f"Trusted certificates ({len(rows)})",
+            ["name", "service", "status", "subject", "not after", "id"],
+            [[r.name, r.service, r.status, r.subject, r.not_after.date().isoformat(), r.id] for r in rows],
+        )
 
     run_async(body)()
 
@@ -546,27 +634,24 @@ def issuer_list(**values: Any) -> None:
     settings = settings_or_exit(**values)
 
     async def body() -> None:
-        from rich.console import Console
-        from rich.table import Table
-
         async with database_for(settings) as database:
             issuers = await _issuer_service(settings, database).list_issuers()
-        table = Table(title=f"Certificate issuers ({len(issuers)})")
-        for column in ("name", "type", "active for", "last verify", "created", "id"):
-            table.add_column(column)
-        for item in issuers:
-            verify = (
-                "never" if item.verify_successful is None else ("ok" if item.verify_successful else "FAILED")
-            )
-            table.add_row(
-                item.name,
-                item.issuer_type,
-                ", ".join(item.services) or "-",
-                verify,
-                item.created_at.date().isoformat(),
-                item.id,
-            )
-        Console().print(table)
+        verify = {None: "never", True: "ok", False: "FAILED"}
+        print_table(
+            f"Certificate issuers ({len(issuers)})",
+            ["name", "type", "active for", "last verify", "created", "id"],
+            [
+                [
+                    i.name,
+                    i.issuer_type,
+                    ", ".join(i.services) or "-",
+                    verify[i.verify_successful],
+                    i.created_at.date().isoformat(),
+                    i.id,
+                ]
+                for i in issuers
+            ],
+        )
 
     run_async(body)()
 

@@ -24,6 +24,14 @@ ENVIRONMENT = {
     "master_key_file": "LWM2M_BOOTSTRAP_MASTER_KEY_FILE",
     "coap": "LWM2M_BOOTSTRAP_COAP",
     "insecure_coap_enrollment": "LWM2M_BOOTSTRAP_INSECURE_COAP_ENROLLMENT",
+    "coaps": "LWM2M_BOOTSTRAP_COAPS",
+    "coaps_tcp": "LWM2M_BOOTSTRAP_COAPS_TCP",
+    "server_names": "LWM2M_BOOTSTRAP_SERVER_NAMES",
+    "tls_cert_file": "LWM2M_BOOTSTRAP_TLS_CERT_FILE",
+    "tls_key_file": "LWM2M_BOOTSTRAP_TLS_KEY_FILE",
+    "dtls_mtu": "LWM2M_BOOTSTRAP_DTLS_MTU",
+    "dtls_idle_timeout": "LWM2M_BOOTSTRAP_DTLS_IDLE_TIMEOUT",
+    "dtls_max_sessions": "LWM2M_BOOTSTRAP_DTLS_MAX_SESSIONS",
     "log_format": "LWM2M_BOOTSTRAP_LOG_FORMAT",
     "log_level": "LWM2M_BOOTSTRAP_LOG_LEVEL",
     "cert_validity_days": "LWM2M_BOOTSTRAP_CERT_VALIDITY_DAYS",
@@ -33,6 +41,7 @@ ENVIRONMENT = {
 }
 
 DEFAULT_COAP_PORT = 5683
+DEFAULT_COAPS_PORT = 5684
 _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+))?(?::(?P<port>\d+))?$")
 
 
@@ -72,6 +81,22 @@ class Settings:
     """File holding the master key; default ``data_dir/master.key`` (created with mode 0600)."""
     coap_bind: tuple[str, int] | None = ("127.0.0.1", DEFAULT_COAP_PORT)
     """Plain CoAP/UDP listener (development transport); ``None`` disables it."""
+    coaps_bind: tuple[str, int] | None = ("0.0.0.0", DEFAULT_COAPS_PORT)  # noqa: S104 (a server's job)
+    """DTLS 1.2 listener (certificate and PSK mode on one port); ``None`` disables it."""
+    coaps_tcp_bind: tuple[str, int] | None = ("0.0.0.0", DEFAULT_COAPS_PORT)  # noqa: S104
+    """CoAP over TLS (RFC 8323) listener with client certificates; ``None`` disables it."""
+    server_names: tuple[str, ...] = ("localhost",)
+    """DNS names / IP addresses in the server certificate the built-in CA issues (first = CN)."""
+    tls_cert_file: Path | None = None
+    """Use this PEM chain as the server certificate instead of issuing one."""
+    tls_key_file: Path | None = None
+    """Private key (PEM, EC) for ``tls_cert_file``."""
+    dtls_mtu: int = 1280
+    """Largest datagram the DTLS layer sends."""
+    dtls_idle_timeout: float = 300.0
+    """Seconds without traffic after which a DTLS session is closed."""
+    dtls_max_sessions: int = 10_000
+    """Concurrent DTLS sessions per process; beyond it the least recently active is evicted."""
     insecure_coap_enrollment: bool = False
     """Allow EST over plain CoAP, taking the CSR's CN as identity. Development only."""
     log_format: str = "auto"
@@ -111,5 +136,13 @@ class Settings:
             raise ConfigError("max-pending-signatures: must be at least 1")
         if self.retry_after_seconds < 1:
             raise ConfigError("retry-after-seconds: must be at least 1")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls-cert-file and tls-key-file go together")
+        if not self.server_names or any(not n or " " in n for n in self.server_names):
+            raise ConfigError("server-names: give one or more comma-separated host names")
+        if not 576 <= self.dtls_mtu <= 65507:
+            raise ConfigError(f"dtls-mtu: {self.dtls_mtu} is outside 576-65507")
+        if self.dtls_idle_timeout <= 0 or self.dtls_max_sessions < 1:
+            raise ConfigError("dtls-idle-timeout and dtls-max-sessions must be positive")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")

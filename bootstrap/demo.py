@@ -1,7 +1,9 @@
 """``lwm2m-bootstrap demo``: a server on loopback, a simulated fleet through it, one summary.
 
 The server runs as a child process (exactly what ``serve`` runs) so the summary can report its CPU
-time per certificate separately from the simulator's.
+time per certificate separately from the simulator's. By default devices connect over DTLS with
+factory certificates from the simulator's test manufacturer CA, which the demo registers as a
+trusted bootstrap CA (``--psk``: PSK mode; ``--insecure-coap``: plain CoAP, development only).
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ import psutil
 from aiocoap import Code, Context, Message
 from rich.console import Console
 
-from device_sim.fleet import FleetOptions, run_fleet
+from device_sim.device import SimDevice
+from device_sim.fleet import EstClient, FleetOptions, device_context, run_fleet
+from device_sim.keys import KeyPool
+from device_sim.provisioning import FactoryCa, register
 
+from . import logs
 from .config import Settings
+from .store import builtin_ca
+from .store.database import Database
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -31,23 +39,19 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def server_command(settings: Settings, coap: str) -> list[str]:
+def server_command(settings: Settings, coap_port: int, coaps_port: int | None) -> list[str]:
     """The ``serve`` invocation for the demo's child server."""
     command = [
-        sys.executable,
-        "-m",
-        "bootstrap",
-        "serve",
-        "--data-dir",
-        str(settings.data_dir),
-        "--coap",
-        coap,
-        "--insecure-coap-enrollment",
-        "--log-format",
-        "json",
-        "--log-level",
-        "warning",
-    ]
+        sys.executable, "-m", "bootstrap", "serve",
+        "--data-dir", str(settings.data_dir),
+        "--coap", f"127.0.0.1:{coap_port}",
+        "--coaps", f"127.0.0.1:{coaps_port}" if coaps_port else "off",
+        "--coaps-tcp", "off",
+        "--log-format", "json",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    if coaps_port is None:
+        command.append("--insecure-coap-enrollment")
     if settings.database_url:
         command += ["--database-url", settings.database_url]
     if settings.master_key_file:
@@ -75,34 +79,94 @@ async def wait_until_ready(uri: str, process: subprocess.Popen[bytes], limit_s: 
         await context.shutdown()
 
 
-def run_demo(settings: Settings, *, devices: int, concurrency: int, json_path: Path | None) -> int:
-    """Run the demo; return the exit code (0 only if every device enrolled)."""
+async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
+    """Register the factory CA (and PSKs) with the server's database; learn the server's CA."""
+    assert options.factory is not None
+    endpoints = (
+        [f"{options.endpoint_prefix}-{i:07d}" for i in range(options.devices)] if options.psk else None
+    )
+    await register(
+        options.factory,
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        psk_endpoints=endpoints,
+        master_key_file=settings.master_key_file,
+    )
+    database = await Database.open(
+        database_url=settings.database_url, data_dir=settings.data_dir, min_size=1, max_size=2
+    )
+    try:
+        chain = await builtin_ca.active_chain(database.pool)
+    finally:
+        await database.close()
+    roots = tuple(c for c in chain if c.issuer == c.subject)
+    options = FleetOptions(**{**options.__dict__, "server_trust": roots})
+    # The server learns of the new trust anchor through NOTIFY: wait until a handshake succeeds.
+    device = SimDevice(f"{options.endpoint_prefix}-{0:07d}", KeyPool(1).key_for(0))
+    for _ in range(50):
+        context = await device_context(device, options)
+        try:
+            await EstClient(context, options).ca_certificates()
+            return options
+        except Exception:
+            await asyncio.sleep(0.1)
+        finally:
+            await context.shutdown()
+    raise RuntimeError("the server never accepted the simulator's factory credentials")
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    devices: int,
+    concurrency: int,
+    json_path: Path | None,
+    transport: str = "dtls",
+) -> int:
+    """Run the demo; return the exit code (0 only if every device enrolled).
+
+    ``transport`` is ``dtls`` (certificates), ``dtls-psk`` or ``coap`` (insecure, development).
+    """
     console = Console()
-    port = free_udp_port()
-    uri = f"coap://127.0.0.1:{port}"
+    logs.configure(settings.log_format, "warning")  # the summary is the demo's output
+    coap_port = free_udp_port()
+    coaps_port = None if transport == "coap" else free_udp_port()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "demo-server.log"
+    uri = f"coaps://127.0.0.1:{coaps_port}" if coaps_port else f"coap://127.0.0.1:{coap_port}"
     console.print(f"data directory: {settings.data_dir}")
     console.print(f"starting the server on {uri} (log: {log_path}) ...")
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-            server_command(settings, f"127.0.0.1:{port}"),
+            server_command(settings, coap_port, coaps_port),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
     try:
-        asyncio.run(wait_until_ready(uri, process))
+        asyncio.run(wait_until_ready(f"coap://127.0.0.1:{coap_port}", process))
+        options = FleetOptions(
+            server=uri,
+            devices=devices,
+            concurrency=concurrency,
+            progress=console.is_terminal,
+            factory=FactoryCa.load_or_create(settings.data_dir / "device-sim") if coaps_port else None,
+            psk=transport == "dtls-psk",
+        )
+        if coaps_port:
+            console.print("registering the simulator's manufacturer CA as a trusted bootstrap CA ...")
+            options = asyncio.run(provision(settings, options))
         server = psutil.Process(process.pid)
         cpu_before = sum(server.cpu_times()[:2])
-        options = FleetOptions(
-            server=uri, devices=devices, concurrency=concurrency, progress=console.is_terminal
-        )
-        console.print(f"enrolling {devices} simulated devices over CoAP (concurrency {concurrency}) ...")
+        mode = {"dtls": "DTLS, certificates", "dtls-psk": "DTLS, PSK", "coap": "plain CoAP (insecure)"}[
+            transport
+        ]
+        console.print(f"enrolling {devices} simulated devices over {mode} (concurrency {concurrency}) ...")
         report = asyncio.run(run_fleet(options))
         cpu_used = sum(server.cpu_times()[:2]) - cpu_before
+        report.extra["transport"] = mode
         if report.succeeded:
-            report.extra["server_cpu_ms_per_cert"] = round(cpu_used * 1000 / report.succeeded, 3)
+            report.extra["server_cpu_ms_per_device"] = round(cpu_used * 1000 / report.succeeded, 3)
     except Exception as exc:
         console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
         return 1

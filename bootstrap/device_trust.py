@@ -16,6 +16,7 @@ import structlog
 from cryptography import x509
 
 from .secretbox import SecretBox
+from .store import builtin_ca as builtin_store
 from .store import devices, trust
 from .store.notifications import ChangeListener
 
@@ -23,6 +24,8 @@ log = structlog.get_logger(__name__)
 
 TRUST_CHANNEL = "lwm2m_bootstrap_trust"
 PSK_CHANNEL = "lwm2m_bootstrap_psk"
+#: Fired (among others) when the built-in CA changes.
+ISSUERS_CHANNEL = "lwm2m_bootstrap_issuers"
 
 
 class DeviceTrust:
@@ -38,6 +41,7 @@ class DeviceTrust:
         self.version = 0
         if listener is not None:
             listener.subscribe(TRUST_CHANNEL, lambda _payload: self._spawn(self.reload_trust()))
+            listener.subscribe(ISSUERS_CHANNEL, lambda _payload: self._spawn(self.reload_trust()))
             listener.subscribe(PSK_CHANNEL, self._on_psk_change)
 
     async def start(self) -> None:
@@ -51,7 +55,7 @@ class DeviceTrust:
             task.cancel()
 
     def trusted_cas(self) -> Sequence[x509.Certificate]:
-        """Active CAs of service ``bootstrap``: device certificates must chain to one of them."""
+        """The CAs device certificates must chain to (see :meth:`reload_trust`)."""
         return self._cas
 
     def psk_for_identity(self, identity: bytes) -> bytes | None:
@@ -65,8 +69,12 @@ class DeviceTrust:
         return credential.endpoint if credential else None
 
     async def reload_trust(self) -> None:
-        """Re-read the active bootstrap trust anchors."""
-        self._cas = tuple(await trust.active_certificates(self._pool, "bootstrap"))
+        """Re-read the trust anchors: factory CAs (service ``bootstrap``), CAs trusted for LwM2M
+        (service ``lwm2m``) and the built-in CA, whose certificates devices present for ``sren``."""
+        anchors = await trust.active_certificates(self._pool, "bootstrap")
+        anchors += await trust.active_certificates(self._pool, "lwm2m")
+        anchors += await builtin_store.active_chain(self._pool)
+        self._cas = tuple(dict.fromkeys(anchors))
         self.version += 1
         log.info("trust anchors loaded", count=len(self._cas))
 

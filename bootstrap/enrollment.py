@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca_backends import BackendError, BackendRejected, BackendUnavailable
 
@@ -67,6 +69,7 @@ class Enroller:
         allow_unauthenticated: bool = False,
         max_pending: int = 512,
         retry_after: int = 5,
+        issued_lookup: Callable[[str], Awaitable[policy_core.IssuedRecord | None]] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -77,6 +80,7 @@ class Enroller:
         self._max_pending = max_pending
         self._retry_after = retry_after
         self._clock = clock
+        self._issued_lookup = issued_lookup
         self._random_bytes = random_bytes
         self.pending = 0
         self._idle = asyncio.Event()
@@ -105,6 +109,17 @@ class Enroller:
             self.pending -= 1
             if self.pending == 0:
                 self._idle.set()
+
+    async def reenroll(
+        self, *, csr_der: bytes, requester: policy_core.Requester | None, service: str, request_id: str
+    ) -> Enrolled:
+        """``sren``: renew the certificate the client authenticated with, if this server issued it."""
+        record = None
+        if requester is not None and requester.certificate is not None and self._issued_lookup is not None:
+            fingerprint = hashlib.sha256(requester.certificate.public_bytes(Encoding.DER)).hexdigest()
+            record = await self._issued_lookup(fingerprint)
+        identity = policy_core.check_reenrollment(requester, record, now=self._clock())
+        return await self.enroll(csr_der=csr_der, identity=identity, service=service, request_id=request_id)
 
     async def _enroll(self, csr_der: bytes, identity: str | None, service: str, request_id: str) -> Enrolled:
         request = policy_core.approve(

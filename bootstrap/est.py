@@ -50,7 +50,7 @@ METHOD = {
 }
 
 #: Operations this server implements; the others answer 4.04 (RFC 9148 §4.6: "not available").
-SUPPORTED = frozenset({Operation.CRTS, Operation.SEN})
+SUPPORTED = frozenset({Operation.CRTS, Operation.SEN, Operation.SREN})
 
 #: Link attributes for /.well-known/core discovery (RFC 9148 §4.1), per operation.
 LINK_ATTRIBUTES = {

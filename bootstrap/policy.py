@@ -28,6 +28,27 @@ MAX_CN_LENGTH = 64
 CURVE_LABELS = {"secp256r1": "EC P-256", "secp384r1": "EC P-384"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Requester:
+    """Who is asking, as the transport authenticated them."""
+
+    endpoint: str
+    """The endpoint name: the certificate CN, or the endpoint a PSK identity belongs to."""
+    kind: str
+    """``x509`` or ``psk``."""
+    certificate: x509.Certificate | None = None
+    """The client certificate (x509 only)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuedRecord:
+    """What the audit knows about a certificate presented for re-enrollment."""
+
+    endpoint: str
+    not_after: dt.datetime
+    revoked: bool
+
+
 class BadCsr(BadRequest):
     """The CSR does not parse, does not verify, or asks for something the policy refuses."""
 
@@ -115,6 +136,24 @@ def subject_for(identity: str, policy: EnrollmentPolicy) -> x509.Name:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, policy.organizational_unit))
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, identity))
     return x509.Name(attributes)
+
+
+def check_reenrollment(requester: Requester | None, record: IssuedRecord | None, *, now: dt.datetime) -> str:
+    """``sren`` (RFC 7030 §4.2.2 via RFC 9148) is for a device holding a certificate this server
+    issued, still valid and not revoked; it renews that identity. Returns the identity."""
+    if requester is None:
+        raise Unauthorized("re-enrollment needs a DTLS/TLS client certificate")
+    if requester.kind != "x509" or requester.certificate is None:
+        raise Forbidden("re-enrollment needs a client certificate issued by this server, not a PSK")
+    if record is None:
+        raise Forbidden("the client certificate was not issued by this server; enroll with sen")
+    if record.revoked:
+        raise Forbidden("the client certificate has been revoked")
+    if record.not_after <= now:
+        raise Forbidden("the client certificate has expired; enroll with sen")
+    if record.endpoint != requester.endpoint:
+        raise Forbidden("the client certificate was issued to another endpoint")
+    return requester.endpoint
 
 
 def approve(

@@ -11,12 +11,18 @@ from typing import Any
 import structlog
 from aiocoap import Context
 
+from .coap.dtls_transport import DtlsServer, DtlsServerSettings, start_dtls_server
+from .coap.identity import IdentityResolver
 from .coap.site import build_site
+from .coap.tls_transport import start_tls_server
 from .config import Settings
+from .device_trust import DeviceTrust
 from .enrollment import Enroller
 from .issuer_directory import IssuerDirectory
 from .policy import EnrollmentPolicy
 from .secretbox import SecretBox, load_master_key
+from .server_identity import ensure_issued, load_files
+from .store import audit
 from .store.audit import AuditWriter
 from .store.database import Database
 from .store.notifications import ChangeListener
@@ -46,6 +52,8 @@ class BootstrapServer:
         self.enroller: Enroller | None = None
         self.coap: Context | None = None
         self.listener: ChangeListener | None = None
+        self.trust: DeviceTrust | None = None
+        self.dtls: DtlsServer | None = None
 
     async def start(self) -> None:
         """Open storage, load the CA, bind the transports."""
@@ -55,7 +63,9 @@ class BootstrapServer:
         pool = self.database.pool
         self.listener = ChangeListener(self.database.dsn)
         self.issuers = IssuerDirectory(pool, box, listener=self.listener)
+        self.trust = DeviceTrust(pool, box, listener=self.listener)
         await self.issuers.start()
+        await self.trust.start()
         await self.listener.start()
         self.audit = AuditWriter(pool)
         self.audit.start()
@@ -68,6 +78,7 @@ class BootstrapServer:
                 organizational_unit=settings.subject_organizational_unit,
             ),
             allow_unauthenticated=settings.insecure_coap_enrollment,
+            issued_lookup=lambda fingerprint: audit.issued_record(pool, fingerprint),
             max_pending=settings.max_pending_signatures,
             retry_after=settings.retry_after_seconds,
         )
@@ -75,12 +86,36 @@ class BootstrapServer:
             log.warning(
                 "INSECURE: EST enrollment over plain CoAP is enabled; identities are not authenticated"
             )
-        site = build_site(self.enroller)
+        site = build_site(self.enroller, IdentityResolver(self.trust.endpoint_for_psk_identity))
+        plain = settings.coap_bind is not None
+        self.coap = await Context.create_server_context(
+            site, bind=settings.coap_bind, transports=["udp6"] if plain else []
+        )
         if settings.coap_bind is not None:
-            self.coap = await Context.create_server_context(
-                site, bind=settings.coap_bind, transports=["udp6"]
-            )
             log.info("listening", transport="coap", host=settings.coap_bind[0], port=settings.coap_bind[1])
+        if settings.coaps_bind is not None or settings.coaps_tcp_bind is not None:
+            credentials = (
+                load_files(settings.tls_cert_file, settings.tls_key_file)
+                if settings.tls_cert_file is not None and settings.tls_key_file is not None
+                else await ensure_issued(pool, box, settings.server_names)
+            )
+            if settings.coaps_bind is not None:
+                self.dtls = await start_dtls_server(
+                    self.coap,
+                    DtlsServerSettings(
+                        bind=settings.coaps_bind,
+                        certificate_chain=credentials.chain,
+                        private_key=credentials.private_key,
+                        mtu=settings.dtls_mtu,
+                        idle_timeout=settings.dtls_idle_timeout,
+                        max_sessions=settings.dtls_max_sessions,
+                    ),
+                    self.trust,
+                )
+                host, port = self.dtls.address
+                log.info("listening", transport="coaps", host=host, port=port)
+            if settings.coaps_tcp_bind is not None:
+                await start_tls_server(self.coap, settings.coaps_tcp_bind, credentials, self.trust)
 
     async def stop(self, *, drain_seconds: float = 10.0) -> None:
         """Let requests in flight finish (up to ``drain_seconds``), then close everything."""
@@ -92,6 +127,8 @@ class BootstrapServer:
             self.coap = None
         if self.listener is not None:
             await self.listener.aclose()
+        if self.trust is not None:
+            await self.trust.aclose()
         if self.audit is not None:
             await self.audit.aclose()
         if self.issuers is not None:

@@ -19,19 +19,15 @@ device's retry resumes polling it instead of ordering a second one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import secrets
-import shutil
 import ssl
-import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -47,6 +43,7 @@ from .base import CaBackend, IssuerConfig, Revoker, SignRequest, SignResult
 from .errors import BackendMisconfigured, BackendRejected, BackendUnavailable, InvalidIssuerConfig
 from .http import Clock, HttpClient, HttpPolicy, HttpResponse
 from .registry import register
+from .secret_files import private_file
 
 __all__ = ["DEFAULT_BASE_URL", "GlobalSignBackend", "GlobalSignSettings", "PollPolicy", "build_ssl_context"]
 
@@ -225,44 +222,11 @@ def parse_settings(attributes: Mapping[str, str], credentials: Mapping[str, str]
     )
 
 
-@contextlib.contextmanager
-def _private_file(data: bytes) -> Iterator[str]:
-    """A path OpenSSL can read ``data`` from, gone when the block ends.
-
-    Prefers an anonymous in-memory file (``memfd_create``, Linux) read through ``/proc/self/fd``;
-    otherwise a 0600 file in a fresh 0700 directory, removed right after use.
-    """
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None and os.path.isdir("/proc/self/fd"):
-        try:
-            fd = memfd_create("ca-client-credentials", getattr(os, "MFD_CLOEXEC", 0))
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            try:
-                os.write(fd, data)
-                yield f"/proc/self/fd/{fd}"
-                return
-            finally:
-                os.close(fd)
-    directory = tempfile.mkdtemp(prefix="ca-mtls-")  # mode 0700
-    path = os.path.join(directory, "client.pem")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        yield path
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def build_ssl_context(settings: GlobalSignSettings) -> ssl.SSLContext:
     """A verifying client context presenting the account's certificate and key.
 
     The key is handed to OpenSSL re-encrypted under a random one-time password, through
-    :func:`_private_file`; the plaintext key never touches a file system.
+    :func:`~ca_backends.secret_files.private_file`; the plaintext key never touches a file system.
     """
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if settings.ca_bundle_pem:
@@ -276,7 +240,7 @@ def build_ssl_context(settings: GlobalSignSettings) -> ssl.SSLContext:
     certs = (settings.client_certificate, *settings.client_chain)
     cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     try:
-        with _private_file(cert_pem + key_pem) as path:
+        with private_file(cert_pem + key_pem) as path:
             context.load_cert_chain(path, password=one_time)
     except ssl.SSLError as exc:
         raise InvalidIssuerConfig(

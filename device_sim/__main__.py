@@ -1,4 +1,9 @@
-"""``python -m device_sim``: enroll a simulated fleet against a running server and print a summary."""
+"""``python -m device_sim``: enroll a simulated fleet against a running server and print a summary.
+
+Over ``coaps://`` each device handshakes with factory credentials from the simulator's test
+manufacturer CA (``--factory-dir``), or with a PSK (``--psk``). With ``--data-dir`` or
+``--database-url`` (the server's storage) the simulator registers that CA, and the PSKs, itself.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import asyncio
 import sys
 from pathlib import Path
 
+import platformdirs
+from cryptography import x509
 from rich.console import Console
 
 from .fleet import FleetOptions, run_fleet
+from .provisioning import FactoryCa, register
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the fleet, print (and optionally write) the report; 0 only if all enrolled."""
     parser = argparse.ArgumentParser(prog="python -m device_sim", description=__doc__)
-    parser.add_argument("--server", required=True, help="server base URI, e.g. coap://127.0.0.1:5683")
+    parser.add_argument("--server", required=True, help="coap://HOST:PORT (development) or coaps://HOST:PORT")
     parser.add_argument("--devices", type=int, default=100, help="number of simulated devices (default 100)")
     parser.add_argument("--concurrency", type=int, default=20, help="devices in flight at once (default 20)")
     parser.add_argument(
@@ -29,11 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--endpoint-prefix", default="sim-device", help="endpoint names are PREFIX-NNNNNNN")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    parser.add_argument("--psk", action="store_true", help="coaps:// in PSK mode instead of certificates")
+    parser.add_argument(
+        "--factory-dir",
+        type=Path,
+        default=Path(platformdirs.user_cache_dir("lwm2m-bootstrap")) / "device-sim",
+        help="where the test manufacturer CA is kept (created on first use)",
+    )
+    parser.add_argument(
+        "--server-ca", type=Path, default=None, help="PEM file of CAs to verify the server with"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="server data dir: register CA/PSKs there")
+    parser.add_argument("--database-url", default=None, help="server database: register CA/PSKs there")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON to FILE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.devices < 1 or args.concurrency < 1:
         parser.error("--devices and --concurrency must be at least 1")
+    console = Console()
+    factory = FactoryCa.load_or_create(args.factory_dir) if args.server.startswith("coaps://") else None
     options = FleetOptions(
         server=args.server,
         devices=args.devices,
@@ -43,9 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         endpoint_prefix=args.endpoint_prefix,
         timeout_s=args.timeout,
         progress=not args.no_progress and sys.stderr.isatty(),
+        factory=factory,
+        psk=args.psk,
+        server_trust=tuple(x509.load_pem_x509_certificates(args.server_ca.read_bytes()))
+        if args.server_ca
+        else (),
     )
-    console = Console()
     try:
+        if factory is not None and (args.data_dir or args.database_url):
+            endpoints = [f"{args.endpoint_prefix}-{i:07d}" for i in range(args.devices)] if args.psk else None
+            asyncio.run(
+                register(
+                    factory,
+                    database_url=args.database_url,
+                    data_dir=args.data_dir or Path("."),
+                    psk_endpoints=endpoints,
+                )
+            )
         report = asyncio.run(run_fleet(options))
     except Exception as exc:
         console.print(f"[red]fleet could not start:[/red] {type(exc).__name__}: {exc}")

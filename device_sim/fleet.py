@@ -1,4 +1,9 @@
-"""Running a simulated fleet against a server: each device enrolls by EST and checks its chain."""
+"""Running a simulated fleet against a server: each device enrolls by EST and checks its chain.
+
+Over ``coap://`` all devices share one client context (development servers only, with insecure
+enrollment). Over ``coaps://`` every device opens its own DTLS session with its factory credentials:
+a certificate from the simulator's manufacturer CA, or a PSK.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiocoap import Code, Context, Message
 from cryptography import x509
@@ -14,7 +19,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .device import PKCS7_CERTS_ONLY, SimDevice, VerificationError
+from .dtls_client import CertificateCredentials, ClientCredentials, PskCredentials, add_dtls_client_transport
 from .keys import KeyPool
+from .provisioning import FactoryCa
 from .report import FleetReport
 
 PKCS10 = 286
@@ -25,7 +32,7 @@ class FleetOptions:
     """How to run the fleet."""
 
     server: str
-    """Base URI, e.g. ``coap://127.0.0.1:5683``."""
+    """Base URI: ``coap://HOST:PORT`` or ``coaps://HOST:PORT``."""
     devices: int = 100
     concurrency: int = 20
     est_root: str = "/est"
@@ -36,10 +43,21 @@ class FleetOptions:
     key_pool: int = 64
     timeout_s: float = 30.0
     progress: bool = True
+    factory: FactoryCa | None = None
+    """Factory credentials for ``coaps://`` (certificates and PSKs come from it)."""
+    psk: bool = False
+    """Over ``coaps://``: PSK mode instead of certificates."""
+    server_trust: tuple[x509.Certificate, ...] = field(default=())
+    """CAs to verify the server with over DTLS certificate mode (empty: not verified)."""
+
+    @property
+    def secure(self) -> bool:
+        """Whether the fleet speaks DTLS."""
+        return self.server.startswith("coaps://")
 
 
 class EstClient:
-    """EST-coaps requests from the simulator over one aiocoap client context."""
+    """EST-coaps requests from one client context."""
 
     def __init__(self, context: Context, options: FleetOptions) -> None:
         self._context = context
@@ -55,21 +73,52 @@ class EstClient:
             raise VerificationError(f"crts answered {response.code.dotted}")
         return list(pkcs7.load_der_pkcs7_certificates(response.payload))
 
-    async def enroll(self, csr_der: bytes) -> Message:
-        """POST sen with a DER CSR (Content-Format 286); returns the final response."""
-        request = Message(code=Code.POST, uri=self._base + "/sen", payload=csr_der, content_format=PKCS10)
+    async def enroll(self, csr_der: bytes, operation: str = "sen") -> Message:
+        """POST sen (or sren) with a DER CSR (Content-Format 286); returns the final response."""
+        request = Message(
+            code=Code.POST, uri=f"{self._base}/{operation}", payload=csr_der, content_format=PKCS10
+        )
         request.opt.accept = PKCS7_CERTS_ONLY
         return await asyncio.wait_for(self._context.request(request).response, self._timeout)
 
 
+def device_credentials(device: SimDevice, options: FleetOptions) -> ClientCredentials:
+    """The factory credentials ``device`` presents in its DTLS handshake."""
+    assert options.factory is not None
+    if options.psk:
+        identity, key = options.factory.psk(device.endpoint)
+        return PskCredentials(identity=identity.encode(), key=key)
+    certificate = options.factory.device_certificate(device.endpoint, device.key.public_key())
+    return CertificateCredentials(
+        certificate_chain=(certificate,), private_key=device.key, trusted_cas=options.server_trust
+    )
+
+
+async def device_context(device: SimDevice, options: FleetOptions) -> Context:
+    """A client context for one device: its own DTLS session over ``coaps://``."""
+    context = Context(loop=asyncio.get_running_loop(), serversite=None)
+    await add_dtls_client_transport(context, device_credentials(device, options))
+    return context
+
+
 async def run_fleet(options: FleetOptions) -> FleetReport:
     """Enroll ``options.devices`` simulated devices with at most ``options.concurrency`` at once."""
+    if options.secure and options.factory is None:
+        raise ValueError("coaps:// needs factory credentials (a manufacturer CA)")
     report = FleetReport(devices=options.devices)
     keys = KeyPool(min(options.key_pool, max(1, options.devices)))
-    context = await Context.create_client_context()
+
+    def device(index: int) -> SimDevice:
+        return SimDevice(f"{options.endpoint_prefix}-{index:07d}", keys.key_for(index))
+
+    shared = None if options.secure else await Context.create_client_context()
     try:
-        client = EstClient(context, options)
-        anchors = [c for c in await client.ca_certificates() if c.issuer == c.subject]
+        probe = shared or await device_context(device(0), options)
+        try:
+            anchors = [c for c in await EstClient(probe, options).ca_certificates() if c.issuer == c.subject]
+        finally:
+            if shared is None:
+                await probe.shutdown()
         if not anchors:
             raise VerificationError("crts holds no trust anchor")
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -85,29 +134,39 @@ async def run_fleet(options: FleetOptions) -> FleetReport:
                         index = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    device = SimDevice(f"{options.endpoint_prefix}-{index:07d}", keys.key_for(index))
-                    await _enroll_one(client, device, anchors, report)
+                    await _run_device(device(index), options, shared, anchors, report)
                     progress.advance(task)
 
             await asyncio.gather(*(worker() for _ in range(max(1, options.concurrency))))
             report.elapsed_s = time.perf_counter() - started
     finally:
-        await context.shutdown()
+        if shared is not None:
+            await shared.shutdown()
     return report
 
 
-async def _enroll_one(
-    client: EstClient, device: SimDevice, anchors: Sequence[x509.Certificate], report: FleetReport
+async def _run_device(
+    device: SimDevice,
+    options: FleetOptions,
+    shared: Context | None,
+    anchors: Sequence[x509.Certificate],
+    report: FleetReport,
 ) -> None:
     started = time.perf_counter()
+    context = shared
     try:
-        response = await client.enroll(device.csr_der())
+        if context is None:
+            context = await device_context(device, options)
+        response = await EstClient(context, options).enroll(device.csr_der())
     except TimeoutError:
         report.failures["timeout"] += 1
         return
-    except Exception as exc:  # transport errors: name them by type
+    except Exception as exc:  # transport errors (handshake refused, ...): name them by type
         report.failures[f"transport: {type(exc).__name__}"] += 1
         return
+    finally:
+        if shared is None and context is not None:
+            await context.shutdown()
     if response.code != Code.CHANGED:
         detail = response.payload.decode("utf-8", "replace")[:60]
         report.failures[f"{response.code.dotted} {detail}".strip()] += 1

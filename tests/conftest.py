@@ -28,6 +28,13 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_tcp_port() -> int:
+    """A currently unused TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
@@ -108,6 +115,8 @@ def make_settings(database_url: str, master_key_b64: str, tmp: Path, **overrides
         "database_url": database_url,
         "master_key": master_key_b64,
         "coap_bind": ("127.0.0.1", free_udp_port()),
+        "coaps_bind": ("127.0.0.1", free_udp_port()),
+        "coaps_tcp_bind": ("127.0.0.1", free_tcp_port()),
         "insecure_coap_enrollment": True,
         "log_format": "console",
     }
@@ -151,4 +160,4 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-__all__ = ["asyncio", "free_udp_port", "make_settings"]
+__all__ = ["asyncio", "free_tcp_port", "free_udp_port", "make_settings"]

@@ -19,18 +19,19 @@ from aiocoap.util.linkformat import Link, LinkFormat
 from .. import est
 from ..enrollment import Enroller
 from ..errors import BootstrapError
-from .identity import identity_name
+from .identity import IdentityResolver
 from .replies import error_reply, internal_error
 
 log = structlog.get_logger(__name__)
 
 
 class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]
-    """Serves ``crts`` and ``sen`` below one EST root."""
+    """Serves ``crts``, ``sen`` and ``sren`` below one EST root."""
 
-    def __init__(self, enroller: Enroller) -> None:
+    def __init__(self, enroller: Enroller, identify: IdentityResolver) -> None:
         super().__init__()
         self._enroller = enroller
+        self._identify = identify
 
     def get_resources_as_linkheader(self) -> LinkFormat:
         """Links for /.well-known/core, with ``rt`` and ``ct`` per RFC 9148 §4.1."""
@@ -50,7 +51,7 @@ class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: i
                 ):
                     if target.operation is est.Operation.CRTS:
                         return await self._crts(request, target)
-                    return await self._sen(request, target, request_id)
+                    return await self._enroll(request, target, request_id)
             except BootstrapError as error:
                 log.info("EST request refused", code=error.coap_code, reason=error.message)
                 return error_reply(error)
@@ -63,15 +64,21 @@ class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: i
         chain = await self._enroller.ca_certificates(target.service)
         return Message(code=Code.CONTENT, payload=est.encode_ca_certificates(fmt, chain), content_format=fmt)
 
-    async def _sen(self, request: Any, target: est.EstTarget, request_id: str) -> Message:
+    async def _enroll(self, request: Any, target: est.EstTarget, request_id: str) -> Message:
         est.check_request_format(request.opt.content_format)
         fmt = est.response_format(request.opt.accept)
-        enrolled = await self._enroller.enroll(
-            csr_der=request.payload,
-            identity=identity_name(request.remote),
-            service=target.service,
-            request_id=request_id,
-        )
+        requester = self._identify(request.remote)
+        if target.operation is est.Operation.SREN:
+            enrolled = await self._enroller.reenroll(
+                csr_der=request.payload, requester=requester, service=target.service, request_id=request_id
+            )
+        else:
+            enrolled = await self._enroller.enroll(
+                csr_der=request.payload,
+                identity=requester.endpoint if requester else None,
+                service=target.service,
+                request_id=request_id,
+            )
         return Message(
             code=Code.CHANGED,
             payload=est.encode_enrolled(fmt, enrolled.certificate, enrolled.chain),

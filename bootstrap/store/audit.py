@@ -18,6 +18,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..policy import IssuedRecord
 from . import Queryable
 
 log = structlog.get_logger(__name__)
@@ -180,4 +181,17 @@ async def recent(conn: Queryable, *, limit: int = 20, endpoint: str | None = Non
             ORDER BY issued_at DESC, id DESC LIMIT $2""",
         endpoint,
         limit,
+    )
+
+
+async def issued_record(conn: Queryable, fingerprint_sha256: str) -> IssuedRecord | None:
+    """What the audit knows of the certificate with this SHA-256 fingerprint (for ``sren``)."""
+    row = await conn.fetchrow(
+        "SELECT endpoint, not_after, revoked_at FROM issued_certificates WHERE fingerprint_sha256 = $1",
+        fingerprint_sha256,
+    )
+    if row is None:
+        return None
+    return IssuedRecord(
+        endpoint=row["endpoint"], not_after=row["not_after"], revoked=row["revoked_at"] is not None
     )

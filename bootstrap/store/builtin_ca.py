@@ -51,6 +51,17 @@ async def load_active(conn: Queryable, box: SecretBox) -> ActiveBuiltinCa | None
     return ActiveBuiltinCa(generation=generation, chain=chain, issuing_key=key)
 
 
+async def active_chain(conn: Queryable) -> list[x509.Certificate]:
+    """The active built-in chain (issuing CA, root) without keys; empty before first start."""
+    row = await conn.fetchrow("SELECT root_certificate, issuing_certificate FROM builtin_ca WHERE active")
+    if row is None:
+        return []
+    return [
+        x509.load_der_x509_certificate(row["issuing_certificate"]),
+        x509.load_der_x509_certificate(row["root_certificate"]),
+    ]
+
+
 async def ensure(
     pool: asyncpg.Pool, box: SecretBox, *, organization: str = "LwM2M Bootstrap"
 ) -> ActiveBuiltinCa:
