@@ -776,5 +776,200 @@ def service_delete(reference: str, **values: Any) -> None:
     run_async(body)()
 
 
+# --- bootstrap configurations ---------------------------------------------------------------------
+
+
+def _load_certificate_der(path: Path) -> bytes:
+    """A certificate from a PEM or DER file, as DER."""
+    from cryptography import x509
+
+    data = path.read_bytes()
+    try:
+        certificate = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except ValueError:
+        fail(f"{path}: not a PEM or DER certificate")
+    return certificate.public_bytes(Encoding.DER)
+
+
+@main.group()
+def config() -> None:
+    """Bootstrap configurations: the LwM2M server account devices are given (a default and per-endpoint)."""
+
+
+@config.command("set")
+@storage_options
+@click.option("--endpoint", default=None, help="Only for this endpoint [default: the default configuration].")
+@click.option(
+    "--server-uri", required=True, help="LwM2M server URI (coaps://, coaps+tcp://; coap:// for nosec)."
+)
+@click.option(
+    "--security-mode",
+    type=click.Choice(["est", "certificate", "psk", "nosec"]),
+    required=True,
+    help="est: device makes a key and enrolls by EST; certificate: server-side key generation; "
+    "psk: a generated PSK; nosec: development LwM2M servers only.",
+)
+@click.option(
+    "--server-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The LwM2M server's certificate or trust anchor (PEM or DER); needed for est and certificate.",
+)
+@click.option("--certificate-usage", type=click.IntRange(0, 3), default=None, help="/0/x/15 (default: 3).")
+@click.option("--short-server-id", type=click.IntRange(1, 65534), default=1, show_default=True)
+@click.option("--lifetime", type=click.IntRange(min=1), default=86400, show_default=True, help="Seconds.")
+@click.option("--binding", default="U", show_default=True)
+def config_set(
+    endpoint: str | None,
+    server_uri: str,
+    security_mode: str,
+    server_cert: Path | None,
+    certificate_usage: int | None,
+    short_server_id: int,
+    lifetime: int,
+    binding: str,
+    **values: Any,
+) -> None:
+    """Create or replace a bootstrap configuration (validated before it is stored)."""
+    from .bootstrap_plan import BootstrapConfig
+
+    settings = settings_or_exit(**values)
+    bootstrap_config = BootstrapConfig(
+        server_uri=server_uri,
+        security_mode=security_mode,  # type: ignore[arg-type]  # click.Choice guarantees it
+        short_server_id=short_server_id,
+        lifetime=lifetime,
+        binding=binding,
+        server_certificate_der=_load_certificate_der(server_cert) if server_cert else None,
+        certificate_usage=certificate_usage,
+    )
+
+    async def body() -> None:
+        from .store import bootstrap_configs
+
+        async with database_for(settings) as database:
+            stored = await bootstrap_configs.put(
+                database.pool, endpoint or bootstrap_configs.DEFAULT_SCOPE, bootstrap_config
+            )
+        scope = "default configuration" if stored.scope == bootstrap_configs.DEFAULT_SCOPE else stored.scope
+        click.echo(f"{scope}: {stored.config.security_mode} -> {stored.config.server_uri}")
+
+    run_async(body)()
+
+
+@config.command("show")
+@storage_options
+@click.option("--endpoint", default=None, help="This endpoint's own configuration [default: the default].")
+def config_show(endpoint: str | None, **values: Any) -> None:
+    """Show a bootstrap configuration."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from cryptography import x509
+
+        from .store import bootstrap_configs
+
+        async with database_for(settings) as database:
+            stored = await bootstrap_configs.get(database.pool, endpoint or bootstrap_configs.DEFAULT_SCOPE)
+        item = stored.config
+        scope = "default" if stored.scope == bootstrap_configs.DEFAULT_SCOPE else stored.scope
+        click.echo(f"scope:             {scope}")
+        click.echo(f"server uri:        {item.server_uri}")
+        click.echo(f"security mode:     {item.security_mode}")
+        click.echo(f"short server id:   {item.short_server_id}")
+        click.echo(f"lifetime:          {item.lifetime}")
+        click.echo(f"binding:           {item.binding}")
+        if item.server_certificate_der:
+            certificate = x509.load_der_x509_certificate(item.server_certificate_der)
+            click.echo(f"server cert:       {certificate.subject.rfc4514_string()}")
+        click.echo(f"certificate usage: {'-' if item.certificate_usage is None else item.certificate_usage}")
+        click.echo(f"updated:           {stored.updated_at.isoformat(timespec='seconds')}")
+
+    run_async(body)()
+
+
+@config.command("list")
+@storage_options
+def config_list(**values: Any) -> None:
+    """List bootstrap configurations (the default first)."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import bootstrap_configs
+
+        async with database_for(settings) as database:
+            rows = await bootstrap_configs.list_all(database.pool, limit=10000)
+        print_table(
+            f"Bootstrap configurations ({len(rows)})",
+            ["scope", "security mode", "server uri", "ssid", "lifetime"],
+            [
+                [
+                    "default" if r.scope == bootstrap_configs.DEFAULT_SCOPE else r.scope,
+                    r.config.security_mode,
+                    r.config.server_uri,
+                    str(r.config.short_server_id),
+                    str(r.config.lifetime),
+                ]
+                for r in rows
+            ],
+        )
+
+    run_async(body)()
+
+
+@config.command("delete")
+@storage_options
+@click.option("--endpoint", default=None, help="This endpoint's configuration [default: the default].")
+def config_delete(endpoint: str | None, **values: Any) -> None:
+    """Delete a bootstrap configuration."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import bootstrap_configs
+
+        async with database_for(settings) as database:
+            await bootstrap_configs.delete(database.pool, endpoint or bootstrap_configs.DEFAULT_SCOPE)
+        click.echo("deleted")
+
+    run_async(body)()
+
+
+@main.command("bootstraps")
+@storage_options
+@click.option("--endpoint", default=None, help="Only this endpoint.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+def bootstraps(endpoint: str | None, limit: int, **values: Any) -> None:
+    """Recent bootstraps and their outcomes, newest first."""
+    settings = settings_or_exit(**values)
+
+    async def body() -> None:
+        from .store import bootstrap_configs
+
+        async with database_for(settings) as database:
+            rows = await bootstrap_configs.recent(database.pool, endpoint=endpoint, limit=limit)
+        print_table(
+            f"Bootstraps ({len(rows)})",
+            ["started", "endpoint", "method", "transport", "mode", "outcome", "reason"],
+            [
+                [
+                    r.started_at.isoformat(timespec="seconds"),
+                    r.endpoint,
+                    r.method,
+                    r.transport,
+                    r.security_mode or "-",
+                    r.outcome,
+                    r.reason or "",
+                ]
+                for r in rows
+            ],
+        )
+
+    run_async(body)()
+
+
 if __name__ == "__main__":
     main()

@@ -98,7 +98,7 @@ class Settings:
     dtls_max_sessions: int = 10_000
     """Concurrent DTLS sessions per process; beyond it the least recently active is evicted."""
     insecure_coap_enrollment: bool = False
-    """Allow EST over plain CoAP, taking the CSR's CN as identity. Development only."""
+    """Allow EST enrollment and bootstrap over plain CoAP, trusting the CSR CN / ``ep``. Development only."""
     log_format: str = "auto"
     """``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise)."""
     log_level: str = "info"

@@ -21,9 +21,7 @@ import psutil
 from aiocoap import Code, Context, Message
 from rich.console import Console
 
-from device_sim.device import SimDevice
-from device_sim.fleet import EstClient, FleetOptions, device_context, run_fleet
-from device_sim.keys import KeyPool
+from device_sim.fleet import FleetOptions, run_fleet, wait_until_accepted
 from device_sim.provisioning import FactoryCa, register
 
 from . import logs
@@ -101,18 +99,8 @@ async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
         await database.close()
     roots = tuple(c for c in chain if c.issuer == c.subject)
     options = FleetOptions(**{**options.__dict__, "server_trust": roots})
-    # The server learns of the new trust anchor through NOTIFY: wait until a handshake succeeds.
-    device = SimDevice(f"{options.endpoint_prefix}-{0:07d}", KeyPool(1).key_for(0))
-    for _ in range(50):
-        context = await device_context(device, options)
-        try:
-            await EstClient(context, options).ca_certificates()
-            return options
-        except Exception:
-            await asyncio.sleep(0.1)
-        finally:
-            await context.shutdown()
-    raise RuntimeError("the server never accepted the simulator's factory credentials")
+    await wait_until_accepted(options)
+    return options
 
 
 def run_demo(

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from ca_backends import BackendError, BackendRejected, BackendUnavailable
 
@@ -120,6 +123,42 @@ class Enroller:
             record = await self._issued_lookup(fingerprint)
         identity = policy_core.check_reenrollment(requester, record, now=self._clock())
         return await self.enroll(csr_der=csr_der, identity=identity, service=service, request_id=request_id)
+
+    async def enroll_with_generated_key(
+        self,
+        *,
+        identity: str,
+        service: str,
+        request_id: str,
+        client_csr_der: bytes | None = None,
+    ) -> tuple[ec.EllipticCurvePrivateKey, Enrolled]:
+        """Server-side key generation: make a P-256 key for ``identity`` and have it certified
+        through the same policy, CA and audit as a device CSR.
+
+        For EST ``skg`` the client's CSR (``client_csr_der``) is checked like any CSR (signature,
+        CN = identity) before its key is replaced by the generated one (RFC 9148 §4.8).
+        """
+        if client_csr_der is not None:
+            policy_core.approve(
+                client_csr_der,
+                identity=identity,
+                allow_unauthenticated=False,
+                service=service,
+                policy=self.policy,
+                now=self._clock(),
+                serial_number=1,
+                request_id=request_id,
+            )
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+            .sign(key, hashes.SHA256())
+        )
+        enrolled = await self.enroll(
+            csr_der=csr.public_bytes(Encoding.DER), identity=identity, service=service, request_id=request_id
+        )
+        return key, enrolled
 
     async def _enroll(self, csr_der: bytes, identity: str | None, service: str, request_id: str) -> Enrolled:
         request = policy_core.approve(

@@ -10,6 +10,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
@@ -17,6 +18,7 @@ from .errors import BadRequest, NotAcceptable, NotFound, UnsupportedContentForma
 
 # Content-Format numbers (RFC 9148 §8.1; IANA CoAP Content-Formats).
 PKCS7_CERTS_ONLY = 281
+MULTIPART_CORE = 62
 PKCS8 = 284
 CSRATTRS = 285
 PKCS10 = 286
@@ -50,7 +52,7 @@ METHOD = {
 }
 
 #: Operations this server implements; the others answer 4.04 (RFC 9148 §4.6: "not available").
-SUPPORTED = frozenset({Operation.CRTS, Operation.SEN, Operation.SREN})
+SUPPORTED = frozenset({Operation.CRTS, Operation.SEN, Operation.SREN, Operation.SKG})
 
 #: Link attributes for /.well-known/core discovery (RFC 9148 §4.1), per operation.
 LINK_ATTRIBUTES = {
@@ -113,6 +115,22 @@ def response_format(accept: int | None) -> int:
     if accept == PKIX_CERT:
         return PKIX_CERT
     raise NotAcceptable(f"cannot answer in Content-Format {accept}; offered: 281, 287")
+
+
+def server_keygen_format(accept: int | None) -> int:
+    """``skg`` answers multipart-core (62): the key and the certificates (RFC 9148 §4.8)."""
+    if accept is None or accept == MULTIPART_CORE:
+        return MULTIPART_CORE
+    raise NotAcceptable(f"serverkeygen answers Content-Format 62 (multipart-core), not {accept}")
+
+
+def encode_server_keygen(
+    private_key_pkcs8: bytes, leaf: x509.Certificate, chain: Sequence[x509.Certificate]
+) -> bytes:
+    """multipart-core (RFC 8710): ``[284, PKCS#8 key, 281, PKCS#7 certs-only]`` (RFC 9148 §4.8)."""
+    return cbor2.dumps(
+        [PKCS8, private_key_pkcs8, PKCS7_CERTS_ONLY, encode_enrolled(PKCS7_CERTS_ONLY, leaf, chain)]
+    )
 
 
 def _self_signed(certificate: x509.Certificate) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from aiocoap import Context
 
+from .bootstrapper import Bootstrapper
 from .coap.dtls_transport import DtlsServer, DtlsServerSettings, start_dtls_server
 from .coap.identity import IdentityResolver
 from .coap.site import build_site
@@ -54,6 +55,7 @@ class BootstrapServer:
         self.listener: ChangeListener | None = None
         self.trust: DeviceTrust | None = None
         self.dtls: DtlsServer | None = None
+        self.bootstrapper: Bootstrapper | None = None
 
     async def start(self) -> None:
         """Open storage, load the CA, bind the transports."""
@@ -86,7 +88,18 @@ class BootstrapServer:
             log.warning(
                 "INSECURE: EST enrollment over plain CoAP is enabled; identities are not authenticated"
             )
-        site = build_site(self.enroller, IdentityResolver(self.trust.endpoint_for_psk_identity))
+        self.bootstrapper = Bootstrapper(
+            pool=pool,
+            box=box,
+            enroller=self.enroller,
+            allow_unauthenticated=settings.insecure_coap_enrollment,
+        )
+        site = build_site(
+            self.enroller,
+            IdentityResolver(self.trust.endpoint_for_psk_identity),
+            self.bootstrapper,
+            lambda: self.coap,
+        )
         plain = settings.coap_bind is not None
         self.coap = await Context.create_server_context(
             site, bind=settings.coap_bind, transports=["udp6"] if plain else []
@@ -122,6 +135,8 @@ class BootstrapServer:
         if self.enroller is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.enroller.idle(), drain_seconds)
+        if self.bootstrapper is not None:
+            await self.bootstrapper.aclose()
         if self.coap is not None:
             await self.coap.shutdown()
             self.coap = None

@@ -16,7 +16,7 @@ import platformdirs
 from cryptography import x509
 from rich.console import Console
 
-from .fleet import FleetOptions, run_fleet
+from .fleet import FleetOptions, run_fleet, wait_until_accepted
 from .provisioning import FactoryCa, register
 
 
@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint-prefix", default="sim-device", help="endpoint names are PREFIX-NNNNNNN")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     parser.add_argument("--psk", action="store_true", help="coaps:// in PSK mode instead of certificates")
+    parser.add_argument(
+        "--flow",
+        choices=["bootstrap", "est"],
+        default="bootstrap",
+        help="bootstrap: the full journey (half the devices by /bspack, half by /bs; EST when told "
+        "mode 4); est: EST enrollment only (default bootstrap)",
+    )
     parser.add_argument(
         "--factory-dir",
         type=Path,
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         factory=factory,
         psk=args.psk,
+        flow=args.flow,
         server_trust=tuple(x509.load_pem_x509_certificates(args.server_ca.read_bytes()))
         if args.server_ca
         else (),
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     psk_endpoints=endpoints,
                 )
             )
+        asyncio.run(wait_until_accepted(options))
         report = asyncio.run(run_fleet(options))
     except Exception as exc:
         console.print(f"[red]fleet could not start:[/red] {type(exc).__name__}: {exc}")

@@ -49,6 +49,12 @@ class FleetOptions:
     """Over ``coaps://``: PSK mode instead of certificates."""
     server_trust: tuple[x509.Certificate, ...] = field(default=())
     """CAs to verify the server with over DTLS certificate mode (empty: not verified)."""
+    lwm2m_format: int | None = 112
+    """Content format the device prefers for bootstrap (``pct`` and the pack's Accept); ``None``
+    behaves like an LwM2M 1.0 client (no ``pct``: TLV)."""
+    flow: str = "est"
+    """``bootstrap``: the full journey (bootstrap by pack or request, then EST when told mode 4);
+    ``est``: enrollment only."""
 
     @property
     def secure(self) -> bool:
@@ -101,6 +107,26 @@ async def device_context(device: SimDevice, options: FleetOptions) -> Context:
     return context
 
 
+async def wait_until_accepted(options: FleetOptions, *, attempts: int = 50, pause_s: float = 0.1) -> None:
+    """After registering factory credentials, wait until the server accepts a device's handshake
+    (running servers learn of new trust anchors and PSKs through NOTIFY, within milliseconds)."""
+    if not options.secure:
+        return
+    device = SimDevice(f"{options.endpoint_prefix}-{0:07d}", KeyPool(1).key_for(0))
+    last: Exception | None = None
+    for _ in range(attempts):
+        context = await device_context(device, options)
+        try:
+            await EstClient(context, options).ca_certificates()
+            return
+        except Exception as exc:  # refused handshake, timeout: not yet
+            last = exc
+            await asyncio.sleep(pause_s)
+        finally:
+            await context.shutdown()
+    raise RuntimeError(f"the server never accepted the simulator's factory credentials ({last!r})")
+
+
 async def run_fleet(options: FleetOptions) -> FleetReport:
     """Enroll ``options.devices`` simulated devices with at most ``options.concurrency`` at once."""
     if options.secure and options.factory is None:
@@ -115,11 +141,11 @@ async def run_fleet(options: FleetOptions) -> FleetReport:
     try:
         probe = shared or await device_context(device(0), options)
         try:
-            anchors = [c for c in await EstClient(probe, options).ca_certificates() if c.issuer == c.subject]
+            ca_certificates = await EstClient(probe, options).ca_certificates()
         finally:
             if shared is None:
                 await probe.shutdown()
-        if not anchors:
+        if not any(c.issuer == c.subject for c in ca_certificates):
             raise VerificationError("crts holds no trust anchor")
         queue: asyncio.Queue[int] = asyncio.Queue()
         for index in range(options.devices):
@@ -134,7 +160,12 @@ async def run_fleet(options: FleetOptions) -> FleetReport:
                         index = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    await _run_device(device(index), options, shared, anchors, report)
+                    if options.flow == "bootstrap":
+                        await _journey(
+                            device(index), options, ca_certificates, report, use_pack=index % 2 == 0
+                        )
+                    else:
+                        await _run_device(device(index), options, shared, ca_certificates, report)
                     progress.advance(task)
 
             await asyncio.gather(*(worker() for _ in range(max(1, options.concurrency))))
@@ -145,13 +176,41 @@ async def run_fleet(options: FleetOptions) -> FleetReport:
     return report
 
 
+async def _journey(
+    device: SimDevice,
+    options: FleetOptions,
+    ca_certificates: list[x509.Certificate],
+    report: FleetReport,
+    *,
+    use_pack: bool,
+) -> None:
+    from .journey import JourneyError, run_journey  # journey builds on this module
+
+    started = time.perf_counter()
+    try:
+        result = await run_journey(device, options, ca_certificates, use_pack=use_pack)
+    except JourneyError as exc:
+        report.failures[exc.reason] += 1
+        return
+    except TimeoutError:
+        report.failures["timeout"] += 1
+        return
+    except Exception as exc:  # transport errors (handshake refused, ...): name them by type
+        report.failures[f"transport: {type(exc).__name__}"] += 1
+        return
+    report.latencies_ms.append((time.perf_counter() - started) * 1000)
+    key = f"bootstrapped_by_{result.method}"
+    report.extra[key] = int(report.extra.get(key, 0)) + 1
+
+
 async def _run_device(
     device: SimDevice,
     options: FleetOptions,
     shared: Context | None,
-    anchors: Sequence[x509.Certificate],
+    ca_certificates: Sequence[x509.Certificate],
     report: FleetReport,
 ) -> None:
+    anchors = [c for c in ca_certificates if c.issuer == c.subject]
     started = time.perf_counter()
     context = shared
     try:

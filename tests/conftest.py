@@ -160,4 +160,29 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(scope="session")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A manufacturer CA for simulated devices (device_sim.provisioning.FactoryCa)."""
+    from device_sim.provisioning import FactoryCa
+
+    return FactoryCa.load_or_create(tmp_path_factory.mktemp("factory"))
+
+
+@pytest.fixture(scope="session")
+async def trusted_factory(factory: Any, pool: asyncpg.Pool, server: BootstrapServer) -> Any:
+    """The manufacturer CA, registered as a bootstrap trust anchor and seen by the running server."""
+    from cryptography.hazmat.primitives import serialization
+
+    from bootstrap.store import trust
+
+    pem = factory.certificate.public_bytes(serialization.Encoding.PEM).decode()
+    await trust.add(pool, name=f"factory-{uuid.uuid4().hex[:8]}", service="bootstrap", certificate_pem=pem)
+    assert server.trust is not None
+    for _ in range(100):
+        if factory.certificate in server.trust.trusted_cas():
+            return factory
+        await asyncio.sleep(0.02)
+    raise AssertionError("the server never loaded the new trust anchor")
+
+
 __all__ = ["asyncio", "free_tcp_port", "free_udp_port", "make_settings"]

@@ -143,6 +143,8 @@ async def test_device_sim_command_writes_json(server_uri: str, tmp_path: Path) -
         "25",
         "--concurrency",
         "5",
+        "--flow",
+        "est",
         "--est-root",
         "/.well-known/est",
         "--json",

@@ -119,7 +119,10 @@ async def test_large_csr_goes_block_wise(coap_client: Any, server_uri: str, uniq
         ("/est/sen", Code.POST, {"content_format": 286, "accept": 50}, Code.NOT_ACCEPTABLE, "281"),
         ("/est/no-such-service/sen", Code.POST, {"content_format": 286}, Code.NOT_FOUND, "no-such-service"),
         ("/est/sen", Code.GET, {}, Code.METHOD_NOT_ALLOWED, "POST"),
-        ("/est/skg", Code.POST, {"content_format": 286}, Code.NOT_FOUND, "skg"),
+        ("/est/att", Code.GET, {}, Code.NOT_FOUND, "att"),
+        # Server-side key generation never runs without an authenticated client: the key would
+        # travel in clear over plain CoAP, development flag or not.
+        ("/est/skg", Code.POST, {"content_format": 286}, Code.UNAUTHORIZED, "authenticated"),
     ],
 )
 async def test_refusals_are_precise_and_store_nothing(

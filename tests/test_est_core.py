@@ -27,7 +27,7 @@ def test_routes(path: list[str], method: str, operation: est.Operation, service:
     assert est.route(path, method) == est.EstTarget(operation, service)
 
 
-@pytest.mark.parametrize("path", [[], ["nope"], ["a", "b", "sen"], ["", "sen"], ["skg"], ["att"]])
+@pytest.mark.parametrize("path", [[], ["nope"], ["a", "b", "sen"], ["", "sen"], ["att"], ["label", "att"]])
 def test_unknown_or_unoffered_resources_are_404(path: list[str]) -> None:
     """Unknown names, deep paths and functions not offered are 4.04."""
     with pytest.raises(NotFound):

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from bootstrap.secretbox import SecretBox
 from bootstrap.server import BootstrapServer
-from bootstrap.store import devices, trust
+from bootstrap.store import devices
 from device_sim.device import SimDevice
 from device_sim.dtls_client import CertificateCredentials, PskCredentials, add_dtls_client_transport
 from device_sim.fleet import EstClient, FleetOptions, run_fleet
@@ -33,25 +33,6 @@ from .pki import p256
 
 pytestmark = pytest.mark.interop
 OPENSSL_CLIENT = "coap-client-openssl"
-
-
-@pytest.fixture(scope="module")
-def factory(tmp_path_factory: pytest.TempPathFactory) -> FactoryCa:
-    """A manufacturer CA for this module's devices."""
-    return FactoryCa.load_or_create(tmp_path_factory.mktemp("factory"))
-
-
-@pytest.fixture(scope="module")
-async def trusted_factory(factory: FactoryCa, pool: asyncpg.Pool, server: BootstrapServer) -> FactoryCa:
-    """The manufacturer CA, registered as a bootstrap trust anchor and seen by the running server."""
-    pem = factory.certificate.public_bytes(serialization.Encoding.PEM).decode()
-    await trust.add(pool, name=f"factory-{os.urandom(4).hex()}", service="bootstrap", certificate_pem=pem)
-    assert server.trust is not None
-    for _ in range(100):
-        if factory.certificate in server.trust.trusted_cas():
-            return factory
-        await asyncio.sleep(0.02)
-    raise AssertionError("the server never loaded the new trust anchor")
 
 
 def coaps_uri(server: BootstrapServer) -> str:

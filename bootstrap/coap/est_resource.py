@@ -15,10 +15,12 @@ import structlog
 from aiocoap import Code, Message
 from aiocoap import resource as coap_resource
 from aiocoap.util.linkformat import Link, LinkFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from .. import est
 from ..enrollment import Enroller
-from ..errors import BootstrapError
+from ..errors import BootstrapError, Unauthorized
+from ..policy import Requester
 from .identity import IdentityResolver
 from .replies import error_reply, internal_error
 
@@ -26,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 
 class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]
-    """Serves ``crts``, ``sen`` and ``sren`` below one EST root."""
+    """Serves ``crts``, ``sen``, ``sren`` and ``skg`` below one EST root."""
 
     def __init__(self, enroller: Enroller, identify: IdentityResolver) -> None:
         super().__init__()
@@ -64,10 +66,31 @@ class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: i
         chain = await self._enroller.ca_certificates(target.service)
         return Message(code=Code.CONTENT, payload=est.encode_ca_certificates(fmt, chain), content_format=fmt)
 
+    async def _server_keygen(
+        self, request: Any, target: est.EstTarget, request_id: str, requester: Requester | None
+    ) -> Message:
+        fmt = est.server_keygen_format(request.opt.accept)
+        if requester is None:
+            raise Unauthorized("server-side key generation needs a DTLS/TLS-authenticated client")
+        key, enrolled = await self._enroller.enroll_with_generated_key(
+            identity=requester.endpoint,
+            service=target.service,
+            request_id=request_id,
+            client_csr_der=request.payload,
+        )
+        payload = est.encode_server_keygen(
+            key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()),
+            enrolled.certificate,
+            enrolled.chain,
+        )
+        return Message(code=Code.CHANGED, payload=payload, content_format=fmt)
+
     async def _enroll(self, request: Any, target: est.EstTarget, request_id: str) -> Message:
         est.check_request_format(request.opt.content_format)
-        fmt = est.response_format(request.opt.accept)
         requester = self._identify(request.remote)
+        if target.operation is est.Operation.SKG:
+            return await self._server_keygen(request, target, request_id, requester)
+        fmt = est.response_format(request.opt.accept)
         if target.operation is est.Operation.SREN:
             enrolled = await self._enroller.reenroll(
                 csr_der=request.payload, requester=requester, service=target.service, request_id=request_id

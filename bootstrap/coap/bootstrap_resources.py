@@ -1,0 +1,200 @@
+"""``/bs`` and ``/bspack``: the LwM2M Bootstrap Interface over CoAP, thin adapters.
+
+``POST /bs?ep=..&pct=..`` (Bootstrap-Request) is answered 2.04 first; then the server drives the
+session by sending requests back to the device over the same (D)TLS session (role reversal) until
+Bootstrap-Finish. ``GET /bspack?ep=..`` (Bootstrap-Pack-Request, LwM2M 1.2) answers the whole
+configuration in one payload. The protocol decisions are in :mod:`bootstrap.lwm2m.session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiocoap import Code, Message
+from aiocoap import resource as coap_resource
+
+from ..bootstrapper import Bootstrapper, check_identity, parse_query
+from ..errors import BootstrapError
+from ..lwm2m.session import BootstrapSession, Operation, build_pack, request_version
+from .identity import IdentityResolver
+from .replies import error_reply, internal_error
+
+log = structlog.get_logger(__name__)
+
+_METHODS = {"GET": Code.GET, "PUT": Code.PUT, "POST": Code.POST, "DELETE": Code.DELETE}
+
+
+def _transport(remote: Any) -> str:
+    return str(getattr(remote, "scheme", None) or "coap")
+
+
+def to_message(operation: Operation, remote: Any) -> Message:
+    """The CoAP request for a session operation, addressed to the device."""
+    path = tuple(part for part in operation.path.split("/") if part)
+    message = Message(code=_METHODS[operation.method], uri_path=path, payload=operation.payload)
+    if operation.content_format is not None:
+        message.opt.content_format = operation.content_format
+    if operation.accept is not None:
+        message.opt.accept = operation.accept
+    message.remote = remote
+    return message
+
+
+class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
+    """``POST /bs``: answer, then drive the bootstrap session."""
+
+    rt = "oma.lwm2m.bs"
+
+    def __init__(
+        self, bootstrapper: Bootstrapper, identify: IdentityResolver, context: Callable[[], Any]
+    ) -> None:
+        super().__init__()
+        self._bootstrapper = bootstrapper
+        self._identify = identify
+        self._context = context
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        """Send the 2.04 before the first server-to-client request (Leshan does the same)."""
+        request = pipe.request
+        request_id = self._bootstrapper.new_request_id()
+        start: Callable[[], None] | None = None
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                if request.code != Code.POST:
+                    response = Message(code=Code.METHOD_NOT_ALLOWED, payload=b"Bootstrap-Request is POST")
+                else:
+                    start = await self._prepare(request, request_id)
+                    response = Message(code=Code.CHANGED)
+            except BootstrapError as error:
+                log.info("Bootstrap-Request refused", code=error.coap_code, reason=error.message)
+                response = error_reply(error)
+            except Exception:
+                log.exception("Bootstrap-Request failed")
+                response = internal_error()
+        pipe.add_response(response, is_last=True)
+        if start is not None:
+            start()
+
+    async def _prepare(self, request: Any, request_id: str) -> Callable[[], None]:
+        query = parse_query(list(request.opt.uri_query))
+        endpoint = check_identity(
+            query,
+            self._identify(request.remote),
+            allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
+        )
+        structlog.contextvars.bind_contextvars(endpoint=endpoint)
+        started = self._bootstrapper.now()
+        config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
+        loop = asyncio.get_running_loop()
+        session = BootstrapSession(
+            endpoint=endpoint,
+            lwm2m_version=request_version(query.preferred_format),
+            preferred_format=query.preferred_format,
+            config=config,
+            credentials=credentials,
+            now=loop.time(),
+        )
+        remote = request.remote
+
+        def start() -> None:
+            task = asyncio.create_task(self._drive(session, remote, started, config.security_mode))
+            self._bootstrapper.register(endpoint, session, task)
+
+        return start
+
+    async def _drive(self, session: BootstrapSession, remote: Any, started: Any, mode: str) -> None:
+        loop = asyncio.get_running_loop()
+        with structlog.contextvars.bound_contextvars(endpoint=session.endpoint):
+            try:
+                while session.outcome is None:
+                    operation = session.next_operation(now=loop.time())
+                    if operation is None:
+                        timer = session.get_timer()
+                        await asyncio.sleep(max(0.0, (timer or loop.time()) - loop.time()))
+                        session.handle_timer(loop.time())
+                        continue
+                    await self._exchange(session, operation, remote)
+            except asyncio.CancelledError:
+                session.cancel("superseded by a new Bootstrap-Request")
+            finally:
+                await self._bootstrapper.record(
+                    endpoint=session.endpoint,
+                    method="request",
+                    transport=_transport(remote),
+                    started_at=started,
+                    outcome=session.outcome or "failed",
+                    reason=session.reason,
+                    security_mode=mode,
+                )
+
+    async def _exchange(self, session: BootstrapSession, operation: Operation, remote: Any) -> None:
+        loop = asyncio.get_running_loop()
+        request = self._context().request(to_message(operation, remote))
+        timer = session.get_timer()
+        try:
+            response = await asyncio.wait_for(
+                request.response, max(0.0, (timer or loop.time()) - loop.time())
+            )
+        except TimeoutError:
+            session.handle_timer(loop.time())
+            return
+        except Exception as exc:  # the (D)TLS session ended, the device is unreachable, ...
+            session.cancel(f"{operation.kind} {operation.path}: {type(exc).__name__} {exc}".strip())
+            return
+        finally:
+            if not request.response.done():
+                with contextlib.suppress(Exception):
+                    request.response.cancel()
+        session.handle_response(
+            operation.op_id, response.code.dotted, response.payload, response.opt.content_format, loop.time()
+        )
+
+
+class BootstrapPackResource(coap_resource.Resource):  # type: ignore[misc]
+    """``GET /bspack``: the whole configuration in one answer (LwM2M 1.2)."""
+
+    rt = "oma.lwm2m.bspack"
+
+    def __init__(self, bootstrapper: Bootstrapper, identify: IdentityResolver) -> None:
+        super().__init__()
+        self._bootstrapper = bootstrapper
+        self._identify = identify
+
+    async def render_get(self, request: Any) -> Message:
+        """Validate, prepare, encode in the Accept'ed format, record."""
+        request_id = self._bootstrapper.new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                query = parse_query(list(request.opt.uri_query))
+                endpoint = check_identity(
+                    query,
+                    self._identify(request.remote),
+                    allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
+                )
+                structlog.contextvars.bind_contextvars(endpoint=endpoint)
+                started = self._bootstrapper.now()
+                fmt = request.opt.accept
+                config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
+                payload = build_pack(config, credentials, None if fmt is None else int(fmt))
+            except BootstrapError as error:
+                log.info("Bootstrap-Pack-Request refused", code=error.coap_code, reason=error.message)
+                return error_reply(error)
+            except Exception:
+                log.exception("Bootstrap-Pack-Request failed")
+                return internal_error()
+            await self._bootstrapper.record(
+                endpoint=endpoint,
+                method="pack",
+                transport=_transport(request.remote),
+                started_at=started,
+                outcome="success",
+                reason=None,
+                security_mode=config.security_mode,
+            )
+            return Message(
+                code=Code.CONTENT, payload=payload, content_format=112 if fmt is None else int(fmt)
+            )

@@ -1,0 +1,185 @@
+"""Bootstrap configurations (a default and per-endpoint overrides), the PSK accounts provisioned
+for the LwM2M server, and the record of every bootstrap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..bootstrap_plan import BootstrapConfig
+from ..errors import NotFound
+from ..secretbox import SecretBox
+from . import Queryable
+
+#: Scope of the configuration used by endpoints without their own.
+DEFAULT_SCOPE = "*"
+
+_COLUMNS = (
+    "scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,"
+    " certificate_usage, created_at, updated_at, etag"
+)
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """A configuration row: its scope (``*`` or an endpoint) and the configuration."""
+
+    scope: str
+    config: BootstrapConfig
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    etag: str
+
+
+def _stored(record: asyncpg.Record) -> StoredConfig:
+    return StoredConfig(
+        scope=record["scope"],
+        config=BootstrapConfig(
+            server_uri=record["server_uri"],
+            security_mode=record["security_mode"],
+            short_server_id=record["short_server_id"],
+            lifetime=record["lifetime"],
+            binding=record["binding"],
+            server_certificate_der=record["server_certificate"],
+            certificate_usage=record["certificate_usage"],
+        ),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        etag=record["etag"],
+    )
+
+
+async def put(conn: Queryable, scope: str, config: BootstrapConfig) -> StoredConfig:
+    """Create or replace the configuration of ``scope`` (validated first: 400 naming the field)."""
+    config.validate()
+    record = await conn.fetchrow(
+        f"""INSERT INTO bootstrap_configs
+               (scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,
+                certificate_usage, etag)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (scope) DO UPDATE SET
+                server_uri = excluded.server_uri, security_mode = excluded.security_mode,
+                short_server_id = excluded.short_server_id, lifetime = excluded.lifetime,
+                binding = excluded.binding, server_certificate = excluded.server_certificate,
+                certificate_usage = excluded.certificate_usage, updated_at = now(), etag = excluded.etag
+            RETURNING {_COLUMNS}""",
+        scope,
+        config.server_uri,
+        config.security_mode,
+        config.short_server_id,
+        config.lifetime,
+        config.binding,
+        config.server_certificate_der,
+        config.certificate_usage,
+        uuid.uuid4().hex,
+    )
+    assert record is not None
+    return _stored(record)
+
+
+async def get(conn: Queryable, scope: str) -> StoredConfig:
+    """The configuration of exactly ``scope``; 404 if there is none."""
+    record = await conn.fetchrow(f"SELECT {_COLUMNS} FROM bootstrap_configs WHERE scope = $1", scope)
+    if record is None:
+        raise NotFound(
+            f"no bootstrap configuration for {'the default' if scope == DEFAULT_SCOPE else scope!r}"
+        )
+    return _stored(record)
+
+
+async def effective(conn: Queryable, endpoint: str) -> StoredConfig | None:
+    """The endpoint's own configuration, else the default, else ``None`` (one indexed lookup)."""
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM bootstrap_configs WHERE scope = $1 OR scope = $2"
+        " ORDER BY scope = $2 LIMIT 1",
+        endpoint,
+        DEFAULT_SCOPE,
+    )
+    return _stored(record) if record is not None else None
+
+
+async def delete(conn: Queryable, scope: str) -> None:
+    """Delete the configuration of ``scope``; 404 if there is none."""
+    if await conn.fetchval("DELETE FROM bootstrap_configs WHERE scope = $1 RETURNING scope", scope) is None:
+        raise NotFound(
+            f"no bootstrap configuration for {'the default' if scope == DEFAULT_SCOPE else scope!r}"
+        )
+
+
+async def list_all(conn: Queryable, *, limit: int = 100) -> list[StoredConfig]:
+    """Configurations, the default first."""
+    records = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM bootstrap_configs ORDER BY scope <> $1, scope LIMIT $2", DEFAULT_SCOPE, limit
+    )
+    return [_stored(r) for r in records]
+
+
+async def put_lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str, identity: str, key: bytes) -> None:
+    """Store the PSK account given to ``endpoint`` for its LwM2M server (replacing an older one)."""
+    await conn.execute(
+        """INSERT INTO lwm2m_psk_accounts (endpoint, psk_identity, psk_key) VALUES ($1, $2, $3)
+           ON CONFLICT (endpoint) DO UPDATE
+               SET psk_identity = excluded.psk_identity, psk_key = excluded.psk_key, created_at = now()""",
+        endpoint,
+        identity,
+        box.seal(key, context=f"lwm2m_psk_accounts:{endpoint}:psk_key"),
+    )
+
+
+async def lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str) -> tuple[str, bytes] | None:
+    """The PSK account provisioned for ``endpoint`` (identity, key), for the LwM2M server's use."""
+    record = await conn.fetchrow(
+        "SELECT psk_identity, psk_key FROM lwm2m_psk_accounts WHERE endpoint = $1", endpoint
+    )
+    if record is None:
+        return None
+    return record["psk_identity"], box.open(
+        record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapRecord:
+    """One bootstrap, as recorded."""
+
+    endpoint: str
+    method: str
+    """``request`` (POST /bs, server-driven) or ``pack`` (GET /bspack)."""
+    transport: str
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    outcome: str
+    reason: str | None
+    security_mode: str | None
+
+
+async def record(conn: Queryable, entry: BootstrapRecord) -> None:
+    """Append a bootstrap outcome."""
+    await conn.execute(
+        """INSERT INTO bootstrap_sessions
+               (endpoint, method, transport, started_at, ended_at, outcome, reason, security_mode)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        entry.endpoint,
+        entry.method,
+        entry.transport,
+        entry.started_at,
+        entry.ended_at,
+        entry.outcome,
+        entry.reason,
+        entry.security_mode,
+    )
+
+
+async def recent(conn: Queryable, *, endpoint: str | None = None, limit: int = 20) -> list[BootstrapRecord]:
+    """Most recent bootstraps, newest first."""
+    records = await conn.fetch(
+        """SELECT endpoint, method, transport, started_at, ended_at, outcome, reason, security_mode
+             FROM bootstrap_sessions WHERE $1::text IS NULL OR endpoint = $1
+            ORDER BY started_at DESC, id DESC LIMIT $2""",
+        endpoint,
+        limit,
+    )
+    return [BootstrapRecord(**dict(r)) for r in records]

@@ -1,0 +1,172 @@
+"""A simulated device's full journey: handshake, bootstrap (pack or server-driven), EST, checks.
+
+The device answers the bootstrap server's requests (Discover, Delete, Write, Finish) with the
+sans-I/O :class:`~device_sim.lwm2m_client.SimLwm2mClient` behind an aiocoap site, applies what it is
+given to its own object store as a real client would, enrolls by EST when told Security Mode 4, and
+then checks that what it holds is consistent: a server URI, the server certificate it was given,
+and its own certificate chain up to the CA it fetched with ``crts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from aiocoap import Code, Context, Message
+from aiocoap import resource as coap_resource
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+from .device import SimDevice, VerificationError, verify_chain
+from .fleet import EstClient, FleetOptions, device_context
+from .lwm2m_client import ServerAccount, SimLwm2mClient
+
+SENML_CBOR = 112
+#: Formats a Bootstrap-Pack can come in (SenML-JSON, SenML-CBOR, LwM2M-CBOR).
+PACK_FORMATS = (110, 112, 11544)
+SECURITY_MODE_PSK, SECURITY_MODE_CERTIFICATE, SECURITY_MODE_NOSEC, SECURITY_MODE_EST = 0, 2, 3, 4
+
+
+class JourneyError(Exception):
+    """The journey failed; ``reason`` is short, for the failures-by-reason table."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClientSite(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]
+    """The device's CoAP server side: every request goes to the simulated LwM2M client."""
+
+    def __init__(self, client: SimLwm2mClient) -> None:
+        super().__init__()
+        self.client = client
+        self.finished = asyncio.Event()
+
+    async def needs_blockwise_assembly(self, request: Any) -> bool:
+        return True
+
+    async def render(self, request: Any) -> Message:
+        path = "/" + "/".join(request.opt.uri_path)
+        accept = request.opt.accept
+        code, payload, content_format = self.client.handle(
+            str(request.code),
+            path,
+            request.payload,
+            request.opt.content_format,
+            None if accept is None else int(accept),
+        )
+        major, minor = code.split(".")
+        response = Message(code=Code(int(major) * 32 + int(minor)), payload=payload)
+        if content_format is not None:
+            response.opt.content_format = content_format
+        if self.client.finished:
+            self.finished.set()
+        return response
+
+
+@dataclass(frozen=True)
+class JourneyResult:
+    """What a device ended up with."""
+
+    method: str
+    """``pack`` or ``request``."""
+    account: ServerAccount
+    certificate: x509.Certificate | None
+
+
+async def _bootstrap(
+    context: Context, site: ClientSite, options: FleetOptions, endpoint: str, use_pack: bool
+) -> str:
+    base = options.server.rstrip("/")
+    fmt = options.lwm2m_format
+    if use_pack:
+        request = Message(code=Code.GET, uri=f"{base}/bspack?ep={endpoint}")
+        request.opt.accept = fmt if fmt in PACK_FORMATS else SENML_CBOR
+        response = await asyncio.wait_for(context.request(request).response, options.timeout_s)
+        if response.code == Code.CONTENT:
+            site.client.apply_pack(response.payload, int(request.opt.accept))
+            return "pack"
+        # Anjay falls back to a Bootstrap-Request on anything but 2.05.
+    query = f"ep={endpoint}" if fmt is None else f"ep={endpoint}&pct={fmt}"
+    request = Message(code=Code.POST, uri=f"{base}/bs?{query}")
+    response = await asyncio.wait_for(context.request(request).response, options.timeout_s)
+    if response.code != Code.CHANGED:
+        raise JourneyError(
+            f"bootstrap request {response.code.dotted} {response.payload.decode(errors='replace')[:50]}"
+        )
+    try:
+        await asyncio.wait_for(site.finished.wait(), options.timeout_s)
+    except TimeoutError:
+        raise JourneyError("no Bootstrap-Finish") from None
+    return "request"
+
+
+def _check_account(account: ServerAccount | None) -> ServerAccount:
+    if account is None:
+        raise JourneyError("no LwM2M server account after bootstrap")
+    if not account.uri.startswith(("coap://", "coaps://", "coap+tcp://", "coaps+tcp://")):
+        raise JourneyError("bad LwM2M server URI")
+    if account.security_mode in (SECURITY_MODE_EST, SECURITY_MODE_CERTIFICATE):
+        try:
+            x509.load_der_x509_certificate(account.server_certificate_der)
+        except ValueError:
+            raise JourneyError("server certificate (/0/x/4) does not parse") from None
+    if account.security_mode == SECURITY_MODE_PSK and not (
+        account.public_key_or_identity and account.secret_key
+    ):
+        raise JourneyError("PSK account without identity or key")
+    if account.security_mode == SECURITY_MODE_NOSEC and not account.uri.startswith(
+        ("coap://", "coap+tcp://")
+    ):
+        raise JourneyError("NoSec account with a secure URI")
+    return account
+
+
+async def run_journey(
+    device: SimDevice, options: FleetOptions, ca_certificates: list[x509.Certificate], *, use_pack: bool
+) -> JourneyResult:
+    """One device's whole journey over its own connection; raises :class:`JourneyError` on failure.
+
+    ``ca_certificates`` is what ``crts`` answered: its self-signed members are the trust anchors.
+    """
+    anchors = [c for c in ca_certificates if c.issuer == c.subject]
+    context = (
+        await device_context(device, options) if options.secure else await Context.create_client_context()
+    )
+    client = SimLwm2mClient(
+        endpoint=device.endpoint,
+        lwm2m_version="1.2" if use_pack else ("1.0" if options.lwm2m_format is None else "1.1"),
+        bootstrap_server_uri=options.server,
+    )
+    site = ClientSite(client)
+    context.serversite = site
+    try:
+        method = await _bootstrap(context, site, options, device.endpoint, use_pack)
+        account = _check_account(client.server_account())
+        certificate: x509.Certificate | None = None
+        now = dt.datetime.now(dt.UTC)
+        if account.security_mode == SECURITY_MODE_EST:
+            # Security Mode 4: make the key (ours, from the pool) and enroll over the same session.
+            response = await EstClient(context, options).enroll(device.csr_der())
+            if response.code != Code.CHANGED:
+                raise JourneyError(
+                    f"EST {response.code.dotted} {response.payload.decode(errors='replace')[:50]}"
+                )
+            certificate = device.check_enrolled(
+                response.payload, response.opt.content_format, anchors, now=now
+            )
+        elif account.security_mode == SECURITY_MODE_CERTIFICATE:
+            # Server-side key generation: /0/x/3 holds our certificate, /0/x/5 its key (RFC 5958).
+            certificate = x509.load_der_x509_certificate(account.public_key_or_identity)
+            key = load_der_private_key(account.secret_key, password=None)
+            if certificate.public_key() != key.public_key():
+                raise JourneyError("certificate (/0/x/3) and key (/0/x/5) do not match")
+            verify_chain(certificate, ca_certificates, anchors, now=now)
+        return JourneyResult(method, account, certificate)
+    except VerificationError as exc:
+        raise JourneyError(f"verify: {exc.reason}") from None
+    finally:
+        await context.shutdown()

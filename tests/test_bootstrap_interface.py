@@ -1,0 +1,366 @@
+"""The LwM2M Bootstrap Interface over loopback: /bs and /bspack against the running server, driven by
+simulated devices over DTLS, in every security mode and content format; refusals; EST skg."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import asyncpg
+import cbor2
+import pytest
+from aiocoap import Code, Context, Message
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_private_key, pkcs7
+
+from bootstrap.bootstrap_plan import BootstrapConfig
+from bootstrap.bootstrapper import BootstrapQuery, check_identity, parse_query
+from bootstrap.errors import BadRequest, Unauthorized
+from bootstrap.policy import Requester
+from bootstrap.server import BootstrapServer
+from bootstrap.store import bootstrap_configs
+from device_sim.device import SimDevice, verify_chain
+from device_sim.fleet import FleetOptions, device_context, run_fleet
+from device_sim.journey import ClientSite, run_journey
+from device_sim.lwm2m_client import SimLwm2mClient
+
+from .pki import csr_der, p256
+
+pytestmark = pytest.mark.interop
+
+
+def coaps_uri(server: BootstrapServer) -> str:
+    assert server.dtls is not None
+    host, port = server.dtls.address
+    return f"coaps://{host}:{port}"
+
+
+async def ca_certificates(server_uri: str, client: Any) -> list[x509.Certificate]:
+    response = await client.request(Message(code=Code.GET, uri=server_uri + "/est/crts")).response
+    return list(pkcs7.load_der_pkcs7_certificates(response.payload))
+
+
+async def configure(pool: asyncpg.Pool, endpoints: list[str], config: BootstrapConfig) -> None:
+    for endpoint in endpoints:
+        await bootstrap_configs.put(pool, endpoint, config)
+
+
+def est_config(root: x509.Certificate, mode: str = "est") -> BootstrapConfig:
+    uri = "coap://lwm2m.example:5683" if mode == "nosec" else "coaps://lwm2m.example:5684"
+    return BootstrapConfig(
+        server_uri=uri,
+        security_mode=mode,  # type: ignore[arg-type]
+        server_certificate_der=root.public_bytes(Encoding.DER) if mode in ("est", "certificate") else None,
+        lifetime=3600,
+    )
+
+
+def options(
+    server: BootstrapServer, factory: Any, anchors: list[x509.Certificate], prefix: str, **extra: Any
+) -> FleetOptions:
+    return FleetOptions(
+        server=coaps_uri(server),
+        factory=factory,
+        server_trust=tuple(c for c in anchors if c.issuer == c.subject),
+        endpoint_prefix=prefix,
+        flow="bootstrap",
+        progress=False,
+        timeout_s=30,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("mode", ["est", "certificate", "psk", "nosec"])
+async def test_every_security_mode_by_pack_and_by_request(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+    mode: str,
+) -> None:
+    """Half the devices bootstrap by /bspack, half by /bs; each ends with a consistent account (and,
+    in est mode, a certificate by EST over the same session); each bootstrap is recorded."""
+    chain = await ca_certificates(server_uri, coap_client)
+    root = next(c for c in chain if c.issuer == c.subject)
+    prefix = f"bs-{mode}-{unique}"
+    await configure(pool, [f"{prefix}-{i:07d}" for i in range(6)], est_config(root, mode))
+    report = await run_fleet(options(server, trusted_factory, chain, prefix, devices=6, concurrency=6))
+    assert report.failed == 0, dict(report.failures)
+    assert report.extra == {"bootstrapped_by_pack": 3, "bootstrapped_by_request": 3}
+    # The server records a /bs session once the device's answer to Finish is in: poll for it.
+    for _ in range(200):
+        rows = await pool.fetch(
+            "SELECT method, outcome, security_mode FROM bootstrap_sessions WHERE endpoint LIKE $1",
+            f"{prefix}-%",
+        )
+        if len(rows) >= 6:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted((r["method"], r["outcome"], r["security_mode"]) for r in rows) == sorted(
+        [("pack", "success", mode)] * 3 + [("request", "success", mode)] * 3
+    )
+    issued = await pool.fetchval(
+        "SELECT count(*) FROM issued_certificates WHERE endpoint LIKE $1", f"{prefix}-%"
+    )
+    assert issued == (6 if mode in ("est", "certificate") else 0)
+    if mode == "psk":
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM lwm2m_psk_accounts WHERE endpoint LIKE $1", f"{prefix}-%"
+            )
+            == 6
+        )
+
+
+@pytest.mark.parametrize("fmt", [None, 110, 112, 11542, 11544])
+async def test_every_content_format(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+    fmt: int | None,
+) -> None:
+    """pct (or its absence: a 1.0 client, TLV) decides the Write format; packs come in the Accept'ed one."""
+    chain = await ca_certificates(server_uri, coap_client)
+    root = next(c for c in chain if c.issuer == c.subject)
+    prefix = f"fmt-{fmt}-{unique}"
+    await configure(pool, [f"{prefix}-{i:07d}" for i in range(2)], est_config(root, "psk"))
+    report = await run_fleet(
+        options(server, trusted_factory, chain, prefix, devices=2, concurrency=2, lwm2m_format=fmt)
+    )
+    assert report.failed == 0, dict(report.failures)
+
+
+async def test_ep_must_be_the_authenticated_identity(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """A device authenticated as A asking to bootstrap as B gets 4.00, and no session starts."""
+    chain = await ca_certificates(server_uri, coap_client)
+    victim = f"victim-{unique}"
+    await configure(
+        pool, [victim], est_config(chain[-1] if chain[-1].issuer == chain[-1].subject else chain[0])
+    )
+    opts = options(server, trusted_factory, chain, f"att-{unique}")
+    context = await device_context(SimDevice(f"att-{unique}", p256()), opts)
+    try:
+        for request in (
+            Message(code=Code.POST, uri=f"{opts.server}/bs?ep={victim}&pct=112"),
+            Message(code=Code.GET, uri=f"{opts.server}/bspack?ep={victim}"),
+        ):
+            response = await context.request(request).response
+            assert response.code == Code.BAD_REQUEST, response
+            assert b"not the authenticated identity" in response.payload
+    finally:
+        await context.shutdown()
+    await asyncio.sleep(0.1)
+    assert await pool.fetchval("SELECT count(*) FROM bootstrap_sessions WHERE endpoint = $1", victim) == 0
+
+
+async def test_no_configuration_and_bad_requests(
+    server: BootstrapServer,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+    server_uri: str,
+    coap_client: Any,
+) -> None:
+    """No own config and no default: 4.00; missing ep: 4.00; pack in an unknown format: 4.06."""
+    assert await pool.fetchval("SELECT count(*) FROM bootstrap_configs WHERE scope = '*'") == 0
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"lost-{unique}"
+    opts = options(server, trusted_factory, chain, endpoint)
+    context = await device_context(SimDevice(endpoint, p256()), opts)
+    try:
+        response = await context.request(
+            Message(code=Code.POST, uri=f"{opts.server}/bs?ep={endpoint}")
+        ).response
+        assert response.code == Code.BAD_REQUEST and b"no bootstrap configuration" in response.payload
+        response = await context.request(Message(code=Code.POST, uri=f"{opts.server}/bs")).response
+        assert response.code == Code.BAD_REQUEST and b"missing ep" in response.payload
+        await configure(pool, [endpoint], est_config(chain[0], "psk"))
+        request = Message(code=Code.GET, uri=f"{opts.server}/bspack?ep={endpoint}")
+        request.opt.accept = 11542  # TLV cannot carry a pack
+        response = await context.request(request).response
+        assert response.code == Code.NOT_ACCEPTABLE
+    finally:
+        await context.shutdown()
+
+
+class StallingSite(ClientSite):
+    """A device whose first Discover answer takes a while (so a second Bootstrap-Request overlaps)."""
+
+    stalled = False
+
+    async def render(self, request: Any) -> Message:
+        if not self.stalled and str(request.code) == "GET":
+            self.stalled = True
+            await asyncio.sleep(1.0)
+        return await super().render(request)
+
+
+class RefusingFinishSite(ClientSite):
+    """A device that answers 4.06 to Bootstrap-Finish (inconsistent configuration)."""
+
+    async def render(self, request: Any) -> Message:
+        if str(request.code) == "POST" and list(request.opt.uri_path) == ["bs"]:
+            return Message(code=Code.NOT_ACCEPTABLE)
+        return await super().render(request)
+
+
+async def _session_with_site(
+    server: BootstrapServer,
+    factory: Any,
+    chain: list[x509.Certificate],
+    endpoint: str,
+    site_class: type[ClientSite],
+) -> tuple[Context, ClientSite]:
+    opts = options(server, factory, chain, endpoint)
+    context = await device_context(SimDevice(endpoint, p256()), opts)
+    site = site_class(SimLwm2mClient(endpoint=endpoint, bootstrap_server_uri=opts.server))
+    context.serversite = site
+    return context, site
+
+
+async def _outcomes(pool: asyncpg.Pool, endpoint: str, count: int) -> list[asyncpg.Record]:
+    for _ in range(200):
+        rows = await pool.fetch(
+            "SELECT outcome, reason FROM bootstrap_sessions WHERE endpoint = $1 ORDER BY id", endpoint
+        )
+        if len(rows) >= count:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} recorded bootstraps for {endpoint}")
+
+
+async def test_a_new_bootstrap_request_supersedes_the_old_session(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """The first session is cancelled with a recorded reason; the second one completes."""
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"twice-{unique}"
+    await configure(pool, [endpoint], est_config(chain[0], "psk"))
+    context, site = await _session_with_site(server, trusted_factory, chain, endpoint, StallingSite)
+    try:
+        uri = f"{coaps_uri(server)}/bs?ep={endpoint}&pct=112"
+        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
+        await asyncio.sleep(0.2)
+        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
+        await asyncio.wait_for(site.finished.wait(), 15)
+        rows = await _outcomes(pool, endpoint, 2)
+    finally:
+        await context.shutdown()
+    assert [r["outcome"] for r in rows] == ["failed", "success"]
+    assert "superseded" in rows[0]["reason"]
+
+
+async def test_finish_refused_fails_the_session_with_its_reason(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """A 4.06 at Bootstrap-Finish is recorded as a failed bootstrap naming it."""
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"refuse-{unique}"
+    await configure(pool, [endpoint], est_config(chain[0], "psk"))
+    context, _ = await _session_with_site(server, trusted_factory, chain, endpoint, RefusingFinishSite)
+    try:
+        uri = f"{coaps_uri(server)}/bs?ep={endpoint}&pct=112"
+        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
+        rows = await _outcomes(pool, endpoint, 1)
+    finally:
+        await context.shutdown()
+    assert rows[0]["outcome"] == "failed" and "4.06" in rows[0]["reason"]
+
+
+async def test_est_server_side_key_generation(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """skg answers multipart-core [284 key, 281 certificates]; key and certificate match; audited."""
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"skg-{unique}"
+    opts = options(server, trusted_factory, chain, endpoint)
+    context = await device_context(SimDevice(endpoint, p256()), opts)
+    try:
+        request = Message(
+            code=Code.POST, uri=f"{opts.server}/est/skg", payload=csr_der(endpoint), content_format=286
+        )
+        response = await context.request(request).response
+        assert response.code == Code.CHANGED, response.payload
+        assert response.opt.content_format == 62
+        parts = cbor2.loads(response.payload)
+        assert parts[0] == 284 and parts[2] == 281
+        key = load_der_private_key(parts[1], password=None)
+        certificates = pkcs7.load_der_pkcs7_certificates(parts[3])
+        leaf = next(c for c in certificates if c.public_key() == key.public_key())
+        anchors = [c for c in chain if c.issuer == c.subject]
+        verify_chain(leaf, certificates + chain, anchors, now=dt.datetime.now(dt.UTC))
+        mismatch = Message(
+            code=Code.POST, uri=f"{opts.server}/est/skg", payload=csr_der("someone-else"), content_format=286
+        )
+        assert (await context.request(mismatch).response).code == Code.FORBIDDEN
+    finally:
+        await context.shutdown()
+    assert await pool.fetchval("SELECT count(*) FROM issued_certificates WHERE endpoint = $1", endpoint) == 1
+
+
+async def test_journey_checks_catch_a_bad_account(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """A simulated device reports (not ignores) what it cannot use: here a 4.00 for a missing config."""
+    chain = await ca_certificates(server_uri, coap_client)
+    from device_sim.journey import JourneyError
+
+    with pytest.raises(JourneyError, match=r"bootstrap request 4\.00"):
+        await run_journey(
+            SimDevice(f"unconfigured-{unique}", p256()),
+            options(server, trusted_factory, chain, f"unconfigured-{unique}"),
+            chain,
+            use_pack=False,
+        )
+
+
+def test_query_parsing_and_identity_rules() -> None:
+    """ep is required; pct must be a number; ep must be the authenticated identity unless the
+    development flag allows unauthenticated bootstrap."""
+    assert parse_query(["ep=dev-1", "pct=112"]) == BootstrapQuery("dev-1", 112)
+    assert parse_query(["ep=dev-1"]) == BootstrapQuery("dev-1", None)
+    for bad in (["pct=112"], ["ep="], ["ep=x", "pct=json"], ["ep=" + "x" * 129]):
+        with pytest.raises(BadRequest):
+            parse_query(bad)
+    query = BootstrapQuery("dev-1", None)
+    assert (
+        check_identity(query, Requester(endpoint="dev-1", kind="psk"), allow_unauthenticated=False) == "dev-1"
+    )
+    with pytest.raises(BadRequest):
+        check_identity(query, Requester(endpoint="dev-2", kind="x509"), allow_unauthenticated=True)
+    with pytest.raises(Unauthorized):
+        check_identity(query, None, allow_unauthenticated=False)
+    assert check_identity(query, None, allow_unauthenticated=True) == "dev-1"
