@@ -310,8 +310,17 @@ def serve(**values: Any) -> None:
 @click.option(
     "--dtls", "transport", flag_value="dtls", default=True, help="DTLS with certificates (default)."
 )
-def demo(json_path: Path | None, devices: int, concurrency: int, transport: str, **values: Any) -> None:
-    """Start a server on loopback, enroll a simulated fleet through it, print a summary.
+@click.option(
+    "--flow",
+    type=click.Choice(["bootstrap", "est"]),
+    default="bootstrap",
+    show_default=True,
+    help="bootstrap: the device's whole journey (/bspack or /bs, then EST); est: EST enrollment only.",
+)
+def demo(
+    json_path: Path | None, devices: int, concurrency: int, transport: str, flow: str, **values: Any
+) -> None:
+    """Start a server on loopback, bootstrap and enroll a simulated fleet through it, print a summary.
 
     Devices connect over DTLS with factory certificates from a test manufacturer CA that the demo
     registers as trusted. Exit code 0 only if every device enrolled and verified its chain.
@@ -320,7 +329,12 @@ def demo(json_path: Path | None, devices: int, concurrency: int, transport: str,
 
     settings = settings_or_exit(**values)
     code = run_demo(
-        settings, devices=devices, concurrency=concurrency, json_path=json_path, transport=transport
+        settings,
+        devices=devices,
+        concurrency=concurrency,
+        json_path=json_path,
+        transport=transport,
+        flow=flow,
     )
     sys.exit(code)
 

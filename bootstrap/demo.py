@@ -19,15 +19,22 @@ from pathlib import Path
 
 import psutil
 from aiocoap import Code, Context, Message
+from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 
 from device_sim.fleet import FleetOptions, run_fleet, wait_until_accepted
 from device_sim.provisioning import FactoryCa, register
 
 from . import logs
+from .bootstrap_plan import BootstrapConfig
 from .config import Settings
-from .store import builtin_ca
+from .store import bootstrap_configs, builtin_ca
 from .store.database import Database
+
+MODES = {"dtls": "DTLS, certificates", "dtls-psk": "DTLS, PSK", "coap": "plain CoAP (insecure)"}
+
+#: LwM2M server URI of the default bootstrap configuration the demo creates on first run.
+DEMO_LWM2M_SERVER = "coaps://localhost:5784"
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -95,6 +102,20 @@ async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
     )
     try:
         chain = await builtin_ca.active_chain(database.pool)
+        if options.flow == "bootstrap" and await bootstrap_configs.effective(database.pool, "-") is None:
+            # First run: give devices an LwM2M server account to bootstrap into. The demo has no
+            # LwM2M server; the account names one whose certificate the built-in CA would issue.
+            root = next(c for c in chain if c.issuer == c.subject)
+            await bootstrap_configs.put(
+                database.pool,
+                bootstrap_configs.DEFAULT_SCOPE,
+                BootstrapConfig(
+                    server_uri=DEMO_LWM2M_SERVER,
+                    security_mode="est",
+                    server_certificate_der=root.public_bytes(Encoding.DER),
+                    certificate_usage=2,
+                ),
+            )
     finally:
         await database.close()
     roots = tuple(c for c in chain if c.issuer == c.subject)
@@ -110,6 +131,7 @@ def run_demo(
     concurrency: int,
     json_path: Path | None,
     transport: str = "dtls",
+    flow: str = "bootstrap",
 ) -> int:
     """Run the demo; return the exit code (0 only if every device enrolled).
 
@@ -140,19 +162,20 @@ def run_demo(
             progress=console.is_terminal,
             factory=FactoryCa.load_or_create(settings.data_dir / "device-sim") if coaps_port else None,
             psk=transport == "dtls-psk",
+            flow=flow if coaps_port else "est",
         )
         if coaps_port:
             console.print("registering the simulator's manufacturer CA as a trusted bootstrap CA ...")
             options = asyncio.run(provision(settings, options))
         server = psutil.Process(process.pid)
         cpu_before = sum(server.cpu_times()[:2])
-        mode = {"dtls": "DTLS, certificates", "dtls-psk": "DTLS, PSK", "coap": "plain CoAP (insecure)"}[
-            transport
-        ]
-        console.print(f"enrolling {devices} simulated devices over {mode} (concurrency {concurrency}) ...")
+        mode = MODES[transport]
+        what = "bootstrapping and enrolling" if options.flow == "bootstrap" else "enrolling"
+        console.print(f"{what} {devices} simulated devices over {mode} (concurrency {concurrency}) ...")
         report = asyncio.run(run_fleet(options))
         cpu_used = sum(server.cpu_times()[:2]) - cpu_before
         report.extra["transport"] = mode
+        report.extra["flow"] = "bootstrap + EST" if options.flow == "bootstrap" else "EST only"
         if report.succeeded:
             report.extra["server_cpu_ms_per_device"] = round(cpu_used * 1000 / report.succeeded, 3)
     except Exception as exc:
@@ -164,7 +187,7 @@ def run_demo(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-    report.render(console, title="Demo: EST enrollment through the built-in CA")
+    report.render(console, title="Demo: bootstrap and EST enrollment through the built-in CA")
     if json_path:
         report.write_json(json_path)
     if report.failed:
