@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from . import metrics
 from .bootstrap_plan import BootstrapConfig, DeviceCredentials
 from .enrollment import Enroller
 from .errors import BadRequest, Unauthorized
@@ -167,6 +168,7 @@ class Bootstrapper:
             await store.record(self._pool, entry)
         except (OSError, asyncpg.PostgresError) as exc:
             log.error("could not record a bootstrap", endpoint=endpoint, error=str(exc))
+        metrics.observe_bootstrap_session(outcome)
         log.info("bootstrap finished", endpoint=endpoint, method=method, outcome=outcome, reason=reason)
 
     def now(self) -> dt.datetime:

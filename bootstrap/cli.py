@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__, logs
 from .config import (
+    DEFAULT_ADMIN_PORT,
     DEFAULT_COAP_PORT,
     DEFAULT_COAPS_PORT,
     ENVIRONMENT,
@@ -82,12 +84,11 @@ def storage_options(func: F) -> F:
 
 def make_settings(**values: Any) -> Settings:
     """Build validated settings from CLI values; exit with one line on a bad value."""
-    import os
-
     for option, key, port in (
         ("coap", "coap_bind", DEFAULT_COAP_PORT),
         ("coaps", "coaps_bind", DEFAULT_COAPS_PORT),
         ("coaps_tcp", "coaps_tcp_bind", DEFAULT_COAPS_PORT),
+        ("admin", "admin_bind", DEFAULT_ADMIN_PORT),
     ):
         text = values.pop(option, None)
         if text is not None:
@@ -262,6 +263,35 @@ def main() -> None:
     help="OU attribute added to issued certificate subjects.",
 )
 @click.option(
+    "--admin",
+    envvar=ENVIRONMENT["admin"],
+    default=f"127.0.0.1:{DEFAULT_ADMIN_PORT}",
+    show_default=True,
+    help="Admin API listener HOST:PORT (API keys required), or 'off'.",
+)
+@click.option(
+    "--admin-tls-cert-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar=ENVIRONMENT["admin_tls_cert_file"],
+    default=None,
+    help="Serve the admin API over HTTPS with this certificate chain (PEM).",
+)
+@click.option(
+    "--admin-tls-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar=ENVIRONMENT["admin_tls_key_file"],
+    default=None,
+    help="Private key (PEM) for --admin-tls-cert-file.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    envvar=ENVIRONMENT["workers"],
+    default=lambda: os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Server processes sharing the ports (SO_REUSEPORT); 1 runs in this process.",
+)
+@click.option(
     "--max-pending-signatures",
     type=int,
     envvar=ENVIRONMENT["max_pending_signatures"],
@@ -270,10 +300,18 @@ def main() -> None:
     help="Signing requests in flight before devices get 5.03 + Max-Age.",
 )
 def serve(**values: Any) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+    """Run the server until SIGINT/SIGTERM (requests in flight finish first)."""
     from .server import serve_forever
 
     settings = settings_or_exit(**values)
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        try:
+            sys.exit(run_workers(settings))
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
     run_async(serve_forever)(settings)
 
 
@@ -316,6 +354,13 @@ def serve(**values: Any) -> None:
     default="bootstrap",
     show_default=True,
     help="bootstrap: the device's whole journey (/bspack or /bs, then EST); est: EST enrollment only.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes for the demo's server.",
 )
 def demo(
     json_path: Path | None, devices: int, concurrency: int, transport: str, flow: str, **values: Any
@@ -984,6 +1029,10 @@ def bootstraps(endpoint: str | None, limit: int, **values: Any) -> None:
 
     run_async(body)()
 
+
+from .admin.cli_commands import apikey  # noqa: E402  (it imports this module's helpers)
+
+main.add_command(apikey)
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,10 @@ ENVIRONMENT = {
     "dtls_mtu": "LWM2M_BOOTSTRAP_DTLS_MTU",
     "dtls_idle_timeout": "LWM2M_BOOTSTRAP_DTLS_IDLE_TIMEOUT",
     "dtls_max_sessions": "LWM2M_BOOTSTRAP_DTLS_MAX_SESSIONS",
+    "workers": "LWM2M_BOOTSTRAP_WORKERS",
+    "admin": "LWM2M_BOOTSTRAP_ADMIN",
+    "admin_tls_cert_file": "LWM2M_BOOTSTRAP_ADMIN_TLS_CERT_FILE",
+    "admin_tls_key_file": "LWM2M_BOOTSTRAP_ADMIN_TLS_KEY_FILE",
     "log_format": "LWM2M_BOOTSTRAP_LOG_FORMAT",
     "log_level": "LWM2M_BOOTSTRAP_LOG_LEVEL",
     "cert_validity_days": "LWM2M_BOOTSTRAP_CERT_VALIDITY_DAYS",
@@ -42,6 +46,7 @@ ENVIRONMENT = {
 
 DEFAULT_COAP_PORT = 5683
 DEFAULT_COAPS_PORT = 5684
+DEFAULT_ADMIN_PORT = 8080
 _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]+))?(?::(?P<port>\d+))?$")
 
 
@@ -113,6 +118,18 @@ class Settings:
     """Signing requests in flight per process before devices get 5.03 with Max-Age."""
     retry_after_seconds: int = 5
     """Max-Age on 5.03 answers when saturated or a CA is unavailable."""
+    admin_bind: tuple[str, int] | None = ("127.0.0.1", DEFAULT_ADMIN_PORT)
+    """Admin API listener (HTTP, or HTTPS with the two files below); ``None`` disables it."""
+    admin_tls_cert_file: Path | None = None
+    """Certificate chain (PEM) for HTTPS on the admin port."""
+    admin_tls_key_file: Path | None = None
+    """Its private key (PEM)."""
+    workers: int = 1
+    """Server processes sharing the ports (SO_REUSEPORT); 1 runs in this process."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT (set for workers; the supervisor's children share the ports)."""
+    metrics_dir: str | None = None
+    """Directory where worker processes share Prometheus metrics (set by the supervisor)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -132,10 +149,14 @@ class Settings:
             raise ConfigError(f"log-level: expected debug, info, warning or error, got {self.log_level!r}")
         if not 1 <= self.cert_validity_days <= 3650 * 3:
             raise ConfigError(f"cert-validity-days: {self.cert_validity_days} is outside 1-10950")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers: {self.workers} is outside 1-256")
         if self.max_pending_signatures < 1:
             raise ConfigError("max-pending-signatures: must be at least 1")
         if self.retry_after_seconds < 1:
             raise ConfigError("retry-after-seconds: must be at least 1")
+        if (self.admin_tls_cert_file is None) != (self.admin_tls_key_file is None):
+            raise ConfigError("admin-tls-cert-file and admin-tls-key-file go together")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("tls-cert-file and tls-key-file go together")
         if not self.server_names or any(not n or " " in n for n in self.server_names):

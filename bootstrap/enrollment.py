@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from ca_backends import BackendError, BackendRejected, BackendUnavailable
 
+from . import metrics
 from . import policy as policy_core
 from .errors import BootstrapError, ServiceUnavailable
 from .issuer_directory import IssuerDirectory
@@ -181,21 +182,10 @@ class Enroller:
         started = time.perf_counter()
         try:
             result = await issuer.backend.sign(request)
-        except BackendUnavailable as exc:
-            self.stats.unavailable += 1
-            log.warning("CA unavailable", kind=exc.kind, error=exc.message)
-            raise ServiceUnavailable(
-                f"certificate authority unavailable: {exc.message}",
-                max_age=math.ceil(exc.retry_after) if exc.retry_after else self._retry_after,
-            ) from exc
-        except BackendRejected as exc:
-            log.warning("CA rejected the request", kind=exc.kind, error=exc.message)
-            raise BadGateway(f"certificate authority rejected the request: {exc.message}") from exc
         except BackendError as exc:
-            log.error("CA backend failed", kind=exc.kind, error=exc.message)
-            raise ServiceUnavailable(
-                "certificate authority is misconfigured; retry later", max_age=max(60, self._retry_after)
-            ) from exc
+            metrics.observe_backend_error(issuer.name, exc.kind)
+            metrics.observe_enrollment(service, issuer.name, exc.kind, time.perf_counter() - started)
+            raise self._translate(exc) from exc
         finally:
             self.stats.sign_seconds += time.perf_counter() - started
         certificate = result.certificate
@@ -216,10 +206,28 @@ class Enroller:
                 "could not record the issuance; retry later", max_age=self._retry_after
             ) from exc
         self.stats.issued += 1
+        metrics.observe_enrollment(service, issuer.name, "issued", time.perf_counter() - started)
         serial_hex = audit_row.serial_number
         log.info("certificate issued", serial=serial_hex, service=service)
         return Enrolled(
             certificate=certificate, chain=result.chain, issuer_name=issuer.name, serial_hex=serial_hex
+        )
+
+    def _translate(self, exc: BackendError) -> BootstrapError:
+        """A backend failure as the device sees it (logged once here)."""
+        if isinstance(exc, BackendUnavailable):
+            self.stats.unavailable += 1
+            log.warning("CA unavailable", kind=exc.kind, error=exc.message)
+            return ServiceUnavailable(
+                f"certificate authority unavailable: {exc.message}",
+                max_age=math.ceil(exc.retry_after) if exc.retry_after else self._retry_after,
+            )
+        if isinstance(exc, BackendRejected):
+            log.warning("CA rejected the request", kind=exc.kind, error=exc.message)
+            return BadGateway(f"certificate authority rejected the request: {exc.message}")
+        log.error("CA backend failed", kind=exc.kind, error=exc.message)
+        return ServiceUnavailable(
+            "certificate authority is misconfigured; retry later", max_age=max(60, self._retry_after)
         )
 
     async def ca_certificates(self, service: str) -> tuple[x509.Certificate, ...]:

@@ -20,6 +20,7 @@ from .config import Settings
 from .device_trust import DeviceTrust
 from .enrollment import Enroller
 from .issuer_directory import IssuerDirectory
+from .issuer_service import IssuerService
 from .policy import EnrollmentPolicy
 from .secretbox import SecretBox, load_master_key
 from .server_identity import ensure_issued, load_files
@@ -56,6 +57,7 @@ class BootstrapServer:
         self.trust: DeviceTrust | None = None
         self.dtls: DtlsServer | None = None
         self.bootstrapper: Bootstrapper | None = None
+        self.admin: Any = None
 
     async def start(self) -> None:
         """Open storage, load the CA, bind the transports."""
@@ -122,19 +124,63 @@ class BootstrapServer:
                         mtu=settings.dtls_mtu,
                         idle_timeout=settings.dtls_idle_timeout,
                         max_sessions=settings.dtls_max_sessions,
+                        reuse_port=settings.reuse_port,
                     ),
                     self.trust,
                 )
                 host, port = self.dtls.address
                 log.info("listening", transport="coaps", host=host, port=port)
             if settings.coaps_tcp_bind is not None:
-                await start_tls_server(self.coap, settings.coaps_tcp_bind, credentials, self.trust)
+                await start_tls_server(
+                    self.coap,
+                    settings.coaps_tcp_bind,
+                    credentials,
+                    self.trust,
+                    reuse_port=settings.reuse_port,
+                )
+
+        if settings.admin_bind is not None:
+            await self._start_admin(pool, box)
+
+    async def _start_admin(self, pool: Any, box: SecretBox) -> None:
+        from .admin import create_app, server_ssl_context, start_admin
+
+        settings = self.settings
+        assert settings.admin_bind is not None
+        registry = None
+        if settings.metrics_dir:  # workers: every process writes its metrics there; /metrics sums them
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=settings.metrics_dir)  # type: ignore[no-untyped-call]
+        app = create_app(
+            pool=pool,
+            box=box,
+            issuers=IssuerService(pool, box),
+            ready_check=self.ready,
+            metrics_registry=registry,
+        )
+        tls = (
+            server_ssl_context(str(settings.admin_tls_cert_file), str(settings.admin_tls_key_file))
+            if settings.admin_tls_cert_file and settings.admin_tls_key_file
+            else None
+        )
+        host, port = settings.admin_bind
+        self.admin = await start_admin(app, host, port, tls, reuse_port=settings.reuse_port)
+
+    async def ready(self) -> bool:
+        """Ready to serve devices: transports bound and the CA loaded (for ``/ready``)."""
+        return self.coap is not None and self.issuers is not None and self.enroller is not None
 
     async def stop(self, *, drain_seconds: float = 10.0) -> None:
         """Let requests in flight finish (up to ``drain_seconds``), then close everything."""
         if self.enroller is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.enroller.idle(), drain_seconds)
+        if self.admin is not None:
+            await self.admin.cleanup()
+            self.admin = None
         if self.bootstrapper is not None:
             await self.bootstrapper.aclose()
         if self.coap is not None:

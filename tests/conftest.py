@@ -117,6 +117,7 @@ def make_settings(database_url: str, master_key_b64: str, tmp: Path, **overrides
         "coap_bind": ("127.0.0.1", free_udp_port()),
         "coaps_bind": ("127.0.0.1", free_udp_port()),
         "coaps_tcp_bind": ("127.0.0.1", free_tcp_port()),
+        "admin_bind": ("127.0.0.1", free_tcp_port()),
         "insecure_coap_enrollment": True,
         "log_format": "console",
     }

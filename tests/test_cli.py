@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_udp_port
+from .conftest import free_tcp_port, free_udp_port
 
 
 def cli(
@@ -78,50 +78,63 @@ def test_demo_on_embedded_defaults_then_reuses_the_data_dir(tmp_path: Path) -> N
     assert not (data / "postgres" / "postmaster.pid").exists()
 
 
-def test_serve_stops_cleanly_on_sigterm_and_management_commands_share_its_database(tmp_path: Path) -> None:
-    """serve runs until SIGTERM, answers meanwhile, a CLI command works beside it, and it exits 0."""
+def test_serve_with_workers_restarts_a_dead_worker_and_stops_cleanly(tmp_path: Path) -> None:
+    """serve --workers 2: both share the ports, a killed worker is replaced, a management command
+    works beside it, /metrics sums the workers, and SIGTERM drains everything (exit 0)."""
+    import urllib.request
+
+    import psutil
+
     data = tmp_path / "data"
-    port = free_udp_port()
+    port, admin = free_udp_port(), free_tcp_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bootstrap",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--coap",
-            f"127.0.0.1:{port}",
-            "--coaps",
-            f"127.0.0.1:{free_udp_port()}",
-            "--coaps-tcp",
-            "off",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=embedded_env(),
-    )
+        [sys.executable, "-m", "bootstrap", "serve", "--data-dir", str(data), "--coap", f"127.0.0.1:{port}",
+         "--coaps", f"127.0.0.1:{free_udp_port()}", "--coaps-tcp", "off", "--admin", f"127.0.0.1:{admin}",
+         "--workers", "2", "--insecure-coap-enrollment"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=embedded_env(),
+    )  # fmt: skip
+
+    def answers() -> bool:
+        probe = subprocess.run(
+            ["coap-client-notls", "-B", "1", "-m", "get", f"coap://127.0.0.1:{port}/.well-known/core"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip
+        return b"ace.est.crts" in probe.stdout
+
+    def workers() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process(process.pid).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:  # exited meanwhile
+                continue
+        return found
+
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["coap-client-notls", "-B", "1", "-m", "get", f"coap://127.0.0.1:{port}/.well-known/core"],
-                capture_output=True,
-                timeout=10,
-            )
-            if b"ace.est.crts" in probe.stdout:
-                break
+        while not (answers() and len(workers()) == 2):
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.2)
-        else:
-            pytest.fail("server did not come up")
+        victim = workers()[0]
+        victim.kill()
+        deadline = time.monotonic() + 30
+        while not (len(workers()) == 2 and victim.pid not in [w.pid for w in workers()]):
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        for _ in range(6):  # the survivors and the replacement all answer on the shared port
+            assert answers()
         exported = cli("ca", "export", "--data-dir", str(data), env=embedded_env())
         assert exported.returncode == 0 and exported.stdout.count("BEGIN CERTIFICATE") == 2
-        assert (data / "postgres" / "postmaster.pid").exists(), "the CLI must not stop the server's Postgres"
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/health", timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as response:
+            assert b"lwm2m_" in response.read()
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        output, _ = process.communicate(timeout=60)
         assert process.returncode == 0, output
+        assert "worker died; restarting" in output
         assert '"event": "stopped"' in output
         assert not (data / "postgres" / "postmaster.pid").exists()
     finally:

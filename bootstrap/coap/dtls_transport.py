@@ -31,6 +31,7 @@ from aiocoap.util import hostportjoin, hostportsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bootstrap import metrics
 from bootstrap.coap.dtls import (
     DtlsEngineConfig,
     DtlsEngineStats,
@@ -275,6 +276,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         """Engine callback: make the endpoint address for a new session."""
         assert session.identity is not None
         session.app_data = DtlsEndpointAddress(self, session, session.identity)
+        metrics.observe_handshake(session.identity.kind, "ok")
+        metrics.session_opened("coaps")
 
     def application_data(self, session: DtlsSession, data: bytes) -> None:
         """Engine callback: decode a CoAP message and hand it to aiocoap."""
@@ -294,6 +297,10 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     def session_closed(self, session: DtlsSession, reason: str) -> None:
         """Engine callback: fail whatever aiocoap still has pending with this peer."""
         remote = session.app_data
+        if isinstance(remote, DtlsEndpointAddress):
+            metrics.session_closed("coaps")
+        else:  # it never got past the handshake
+            metrics.observe_handshake("unknown", "failed")
         if self._mman is not None and isinstance(remote, DtlsEndpointAddress):
             self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
 

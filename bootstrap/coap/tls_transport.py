@@ -71,6 +71,8 @@ class _ClientCertTLSServer(TLSServer):  # type: ignore[misc]
         log: Any,
         loop: asyncio.AbstractEventLoop,
         context: ssl.SSLContext,
+        *,
+        reuse_port: bool = False,
     ) -> _ClientCertTLSServer:
         self = cls()
         self._tokenmanager = tman
@@ -81,7 +83,9 @@ class _ClientCertTLSServer(TLSServer):  # type: ignore[misc]
             self._pool.add(connection)
             return connection
 
-        self.server = await loop.create_server(new_connection, bind[0], bind[1], ssl=context)
+        self.server = await loop.create_server(
+            new_connection, bind[0], bind[1], ssl=context, reuse_port=reuse_port or None
+        )
         return self
 
 
@@ -130,12 +134,19 @@ class TlsContexts:
 
 
 async def start_tls_server(
-    context: Any, bind: tuple[str, int], credentials: ServerCredentials, trust: TrustAnchors
+    context: Any,
+    bind: tuple[str, int],
+    credentials: ServerCredentials,
+    trust: TrustAnchors,
+    *,
+    reuse_port: bool = False,
 ) -> None:
     """Add a ``coaps+tcp`` listener on ``bind`` to an aiocoap server context."""
     contexts = TlsContexts(credentials, trust)
     loop = asyncio.get_running_loop()
     await context._append_tokenmanaged_transport(
-        lambda tman: _ClientCertTLSServer.create_bound(bind, tman, context.log, loop, contexts.listening)
+        lambda tman: _ClientCertTLSServer.create_bound(
+            bind, tman, context.log, loop, contexts.listening, reuse_port=reuse_port
+        )
     )
     log.info("listening", transport="coaps+tcp", host=bind[0], port=bind[1])
