@@ -1,13 +1,17 @@
 """What DTLS/TLS handshakes check devices against, held in memory and kept current by NOTIFY.
 
-Handshake callbacks run synchronously inside OpenSSL, so they cannot query Postgres: the trusted
-factory CAs (service ``bootstrap``) and the PSK credentials are loaded at start, and reloaded when a
-notification says they changed (trust: whole set; PSK: the one identity named in the payload).
+Handshake callbacks run synchronously inside OpenSSL, so they cannot query Postgres. The trust
+anchors (a handful of CA certificates) are loaded at start and reloaded when a notification says
+they changed. PSK credentials may number in the millions, so they are fetched on demand: the DTLS
+transport reads the identity from the plaintext ClientKeyExchange, awaits :meth:`prefetch_psk`, and
+only then lets OpenSSL run the callback, which finds the key in a bounded LRU cache. A notification
+naming an identity drops it from the cache (and its next handshake fetches it again).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -31,11 +35,19 @@ ISSUERS_CHANNEL = "lwm2m_bootstrap_issuers"
 class DeviceTrust:
     """Trust anchors and PSKs for device handshakes (the transports' ``TrustSource``)."""
 
-    def __init__(self, pool: asyncpg.Pool, box: SecretBox, *, listener: ChangeListener | None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        box: SecretBox,
+        *,
+        listener: ChangeListener | None,
+        psk_cache_size: int = 100_000,
+    ) -> None:
         self._pool = pool
         self._box = box
         self._cas: tuple[x509.Certificate, ...] = ()
-        self._psk: dict[str, devices.PskCredential] = {}
+        self._psk: OrderedDict[str, devices.PskCredential | None] = OrderedDict()
+        self._psk_capacity = psk_cache_size
         self._tasks: set[asyncio.Task[None]] = set()
         #: Increases on every reload of the trust anchors (transports rebuild their stores on change).
         self.version = 0
@@ -45,9 +57,8 @@ class DeviceTrust:
             listener.subscribe(PSK_CHANNEL, self._on_psk_change)
 
     async def start(self) -> None:
-        """Load everything."""
+        """Load the trust anchors (PSKs are fetched when devices handshake)."""
         await self.reload_trust()
-        await self.reload_psk()
 
     async def aclose(self) -> None:
         """Cancel pending reloads."""
@@ -58,13 +69,26 @@ class DeviceTrust:
         """The CAs device certificates must chain to (see :meth:`reload_trust`)."""
         return self._cas
 
+    def psk_known(self, identity: bytes) -> bool:
+        """Whether the cache can answer for this identity (a key, or known to have none)."""
+        return identity.decode("utf-8", "replace") in self._psk
+
+    async def prefetch_psk(self, identity: bytes) -> None:
+        """Fetch one identity's credential (or its absence) into the cache."""
+        name = identity.decode("utf-8", "replace")
+        credential = await devices.by_identity(self._pool, self._box, name)
+        self._psk[name] = credential
+        self._psk.move_to_end(name)
+        while len(self._psk) > self._psk_capacity:
+            self._psk.popitem(last=False)
+
     def psk_for_identity(self, identity: bytes) -> bytes | None:
         """The PSK for a handshake identity, or ``None`` (the handshake then fails)."""
         credential = self._psk.get(identity.decode("utf-8", "replace"))
         return credential.key if credential else None
 
     def endpoint_for_psk_identity(self, identity: str) -> str | None:
-        """The endpoint a PSK identity belongs to."""
+        """The endpoint a PSK identity belongs to (known once its device has handshaken)."""
         credential = self._psk.get(identity)
         return credential.endpoint if credential else None
 
@@ -78,20 +102,12 @@ class DeviceTrust:
         self.version += 1
         log.info("trust anchors loaded", count=len(self._cas))
 
-    async def reload_psk(self, identity: str | None = None) -> None:
-        """Re-read one PSK identity, or all of them."""
-        if identity is None:
-            self._psk = await devices.load_all(self._pool, self._box)
-            log.info("PSK credentials loaded", count=len(self._psk))
-            return
-        credential = await devices.by_identity(self._pool, self._box, identity)
-        if credential is None:
-            self._psk.pop(identity, None)
-        else:
-            self._psk[identity] = credential
-
     def _on_psk_change(self, payload: str | None) -> None:
-        self._spawn(self.reload_psk(payload))
+        """An identity changed (payload) or anything may have (reconnect): forget it / everything."""
+        if payload is None:
+            self._psk.clear()
+        else:
+            self._psk.pop(payload, None)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)

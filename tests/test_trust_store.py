@@ -101,7 +101,8 @@ async def test_device_trust_follows_changes_without_restart(
     try:
         ca = ca_material()
         identity = f"psk-{unique}"
-        assert cache.psk_for_identity(identity.encode()) is None
+        await cache.prefetch_psk(identity.encode())
+        assert cache.psk_for_identity(identity.encode()) is None  # known to have none...
         await trust.add(
             pool,
             name=f"live-{unique}",
@@ -110,12 +111,43 @@ async def test_device_trust_follows_changes_without_restart(
         )
         await devices.put(pool, box, devices.PskCredential(f"ep-{unique}", identity, b"k" * 16))
         await _eventually(lambda: ca.root_certificate in cache.trusted_cas())
-        await _eventually(lambda: cache.psk_for_identity(identity.encode()) == b"k" * 16)
+        await cache.prefetch_psk(identity.encode())  # what the DTLS transport does on a handshake
+        assert cache.psk_for_identity(identity.encode()) == b"k" * 16
         assert cache.endpoint_for_psk_identity(identity) == f"ep-{unique}"
         await devices.remove(pool, f"ep-{unique}")
         await trust.remove(pool, f"live-{unique}")
-        await _eventually(lambda: cache.psk_for_identity(identity.encode()) is None)
+        await _eventually(lambda: not cache.psk_known(identity.encode()))  # NOTIFY dropped it
+        await cache.prefetch_psk(identity.encode())
+        assert cache.psk_for_identity(identity.encode()) is None
         await _eventually(lambda: ca.root_certificate not in cache.trusted_cas())
     finally:
         await listener.aclose()
         await cache.aclose()
+
+
+def test_psk_identity_is_read_from_a_plaintext_client_key_exchange() -> None:
+    """The transport finds the identity in a ClientKeyExchange record (RFC 4279 §2), and nothing in
+    other handshake messages, encrypted records or truncated ones."""
+    from bootstrap.coap.dtls import psk_identity_in
+
+    identity = b"psk-device-42"
+    body = len(identity).to_bytes(2, "big") + identity
+    handshake = (
+        b"\x10" + len(body).to_bytes(3, "big") + b"\x00\x02" + b"\x00\x00\x00" + len(body).to_bytes(3, "big")
+    )
+    record = (
+        b"\x16\xfe\xfd"
+        + b"\x00\x00"
+        + b"\x00" * 6
+        + len(handshake + body).to_bytes(2, "big")
+        + handshake
+        + body
+    )
+    change_cipher_spec = b"\x14\xfe\xfd\x00\x00" + b"\x00" * 5 + b"\x01" + b"\x00\x01\x01"
+    assert psk_identity_in(record + change_cipher_spec) == identity
+    assert psk_identity_in(change_cipher_spec) is None
+    encrypted = record[:3] + b"\x00\x01" + record[5:]  # epoch 1
+    assert psk_identity_in(encrypted) is None
+    assert psk_identity_in(record[:20]) is None
+    client_hello = record[:13] + b"\x01" + record[14:]
+    assert psk_identity_in(client_hello) is None

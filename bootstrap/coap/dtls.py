@@ -149,6 +149,33 @@ def iter_records(data: bytes) -> Iterator[tuple[int, int]]:
         pos = end
 
 
+HANDSHAKE_CLIENT_KEY_EXCHANGE = 16
+
+
+def psk_identity_in(datagram: bytes) -> bytes | None:
+    """The PSK identity of a plaintext ClientKeyExchange in ``datagram``, if it carries one.
+
+    In the PSK key exchange (RFC 4279 §2) the ClientKeyExchange body is ``opaque
+    psk_identity<0..2^16-1>`` and travels in clear (epoch 0). Reading it before OpenSSL does lets
+    the transport fetch the key asynchronously, so the handshake callback, which must be
+    synchronous, finds it in memory. Certificate-mode exchanges yield ``None``.
+    """
+    for start, end in iter_records(datagram):
+        record = datagram[start:end]
+        if len(record) < RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + 2:
+            continue
+        if record[0] != CONTENT_HANDSHAKE or record[3:5] != b"\x00\x00":
+            continue
+        body = record[RECORD_HEADER_LEN:]
+        if body[0] != HANDSHAKE_CLIENT_KEY_EXCHANGE or body[6:9] != b"\x00\x00\x00":
+            continue  # not a ClientKeyExchange, or a later fragment of one
+        fragment = body[HANDSHAKE_HEADER_LEN:]
+        length = int.from_bytes(fragment[:2], "big")
+        if 0 < length <= len(fragment) - 2:
+            return fragment[2 : 2 + length]
+    return None
+
+
 def split_into_datagrams(flight: bytes, max_datagram_size: int) -> list[bytes]:
     """Pack the records of ``flight`` into as few datagrams as possible.
 

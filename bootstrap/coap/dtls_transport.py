@@ -22,7 +22,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from aiocoap import Message, error, interfaces
@@ -39,6 +39,7 @@ from bootstrap.coap.dtls import (
     DtlsSession,
     PeerAddress,
     TrustSource,
+    psk_identity_in,
 )
 from bootstrap.identity import DeviceIdentity
 
@@ -174,6 +175,19 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         log.debug("dtls.socket_error", error=str(exc))
 
 
+@runtime_checkable
+class PskPrefetcher(Protocol):
+    """Optional trust-source capability: PSKs loaded on demand (millions of devices)."""
+
+    def psk_known(self, identity: bytes) -> bool:
+        """Whether :meth:`TrustSource.psk_for_identity` can answer for ``identity`` without I/O."""
+        ...
+
+    async def prefetch_psk(self, identity: bytes) -> None:
+        """Load ``identity``'s key (or its absence) so the synchronous lookup can answer."""
+        ...
+
+
 class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     """aiocoap MessageInterface serving ``coaps://`` through a :class:`DtlsServerEngine`."""
 
@@ -188,6 +202,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         self._closed = False
         self.hostinfo_local: str = ""
         self.engine: DtlsServerEngine | None = None
+        self._held: dict[PeerAddress, list[bytes]] = {}
+        self._fetches: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def create(
@@ -230,7 +246,38 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     # -- network side ------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, peer: PeerAddress) -> None:
-        """Feed one datagram from the socket into the engine."""
+        """Feed one datagram from the socket into the engine.
+
+        When the trust source loads PSKs on demand (``psk_known``/``prefetch_psk``), a datagram with
+        a ClientKeyExchange naming an identity not yet in memory is held, with everything else from
+        that peer, until the key is fetched; then they are fed in order.
+        """
+        if self.engine is None or self._closed:
+            return
+        held = self._held.get(peer)
+        if held is not None:
+            held.append(data)
+            return
+        if isinstance(self._trust, PskPrefetcher):
+            identity = psk_identity_in(data)
+            if identity is not None and not self._trust.psk_known(identity):
+                self._held[peer] = [data]
+                task = asyncio.create_task(self._fetch_then_feed(identity, peer))
+                self._fetches.add(task)
+                task.add_done_callback(self._fetches.discard)
+                return
+        self._feed(data, peer)
+
+    async def _fetch_then_feed(self, identity: bytes, peer: PeerAddress) -> None:
+        assert isinstance(self._trust, PskPrefetcher)
+        try:
+            await self._trust.prefetch_psk(identity)
+        except Exception:  # the handshake then fails as for an unknown identity
+            log.exception("dtls.psk_fetch_failed", peer=peer)
+        for data in self._held.pop(peer, []):
+            self._feed(data, peer)
+
+    def _feed(self, data: bytes, peer: PeerAddress) -> None:
         engine = self.engine
         if engine is None or self._closed:
             return

@@ -87,14 +87,3 @@ async def by_identity(conn: Queryable, box: SecretBox, identity: str) -> PskCred
     return PskCredential(
         record["endpoint"], identity, box.open(record["psk_key"], context=_context(record["endpoint"]))
     )
-
-
-async def load_all(conn: Queryable, box: SecretBox) -> dict[str, PskCredential]:
-    """Every credential, keyed by identity (for the in-memory handshake cache)."""
-    records = await conn.fetch("SELECT endpoint, psk_identity, psk_key FROM device_credentials")
-    return {
-        r["psk_identity"]: PskCredential(
-            r["endpoint"], r["psk_identity"], box.open(r["psk_key"], context=_context(r["endpoint"]))
-        )
-        for r in records
-    }
