@@ -469,6 +469,13 @@ class DtlsEngineStats:
 # --- OpenSSL context ---------------------------------------------------------------------------
 
 
+def _pending_bytes(conn: SSL.Connection, *, incoming: bool) -> int:
+    """Bytes waiting in a connection's memory BIO: records fed to OpenSSL (``incoming``) or records
+    OpenSSL wrote for the network."""
+    bio = conn._into_ssl if incoming else conn._from_ssl
+    return int(_lib.BIO_get_mem_data(bio, _ffi.NULL))  # BIO_ctrl_pending is not in the binding
+
+
 def _openssl_error_text(exc: BaseException) -> str:
     args = getattr(exc, "args", ())
     if args and isinstance(args[0], list) and args[0]:
@@ -857,9 +864,15 @@ class DtlsServerEngine:
         return session.state is SessionState.ESTABLISHED
 
     def _read_application_data(self, session: DtlsSession) -> None:
+        first = True
         while session.state is SessionState.ESTABLISHED:
             conn = session._conn
             assert conn is not None
+            # Ask the BIOs whether anything is left rather than letting recv() raise WantReadError:
+            # with one record per datagram the usual case, that saves an exception per datagram.
+            if not first and not _pending_bytes(conn, incoming=True) and not conn.pending():
+                return
+            first = False
             try:
                 data = conn.recv(_RECV_SIZE)
             except SSL.WantReadError:
@@ -880,11 +893,8 @@ class DtlsServerEngine:
         if conn is None:
             return
         chunks = []
-        while True:
-            try:
-                chunks.append(conn.bio_read(_BIO_READ_SIZE))
-            except SSL.WantReadError:
-                break
+        while size := _pending_bytes(conn, incoming=False):  # no WantReadError round trip
+            chunks.append(conn.bio_read(max(size, 1)))
         if not chunks:
             return
         flight = chunks[0] if len(chunks) == 1 else b"".join(chunks)

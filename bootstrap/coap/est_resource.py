@@ -8,7 +8,7 @@ Block1 requests and serves Block2 slices of the response it already made (RFC 79
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 import structlog
@@ -43,7 +43,7 @@ class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: i
 
     async def render(self, request: Any) -> Message:
         """Route, call the core, translate errors once."""
-        request_id = uuid.uuid4().hex[:16]
+        request_id = os.urandom(8).hex()
         peer = str(getattr(request.remote, "hostinfo", "?"))
         with structlog.contextvars.bound_contextvars(request_id=request_id, peer=peer):
             try:
