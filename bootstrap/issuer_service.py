@@ -316,6 +316,22 @@ class IssuerService:
             await conn.execute("DELETE FROM certificate_issuers WHERE id = $1", record["id"])
         log.info("issuer deleted", issuer=record["name"])
 
+    def backend_config(self, record: asyncpg.Record) -> IssuerConfig:
+        """What a CA backend needs for a stored issuer row (``certificate_issuers``): its attributes
+        and its credentials, opened with the master key."""
+        issuer_id = record["id"]
+        credentials = (
+            self._box.open_json(record["credentials"], context=store.credentials_context(issuer_id))
+            if record["credentials"]
+            else {}
+        )
+        return IssuerConfig(
+            issuer_id=issuer_id,
+            name=record["name"],
+            attributes=_attributes(record["issuer_attributes"]),
+            credentials={str(k): str(v) for k, v in credentials.items()},
+        )
+
     async def verify_issuer(self, id_or_name: str) -> VerifyResult:
         """Ask the CA to sign a test certificate (this may use CA quota), and record the outcome.
 
@@ -325,19 +341,7 @@ class IssuerService:
         if record is None:
             raise NotFound(f"no certificate issuer {id_or_name!r}")
         issuer_id, name = record["id"], record["name"]
-        config = IssuerConfig(
-            issuer_id=issuer_id,
-            name=name,
-            attributes=_attributes(record["issuer_attributes"]),
-            credentials={
-                k: str(v)
-                for k, v in (
-                    self._box.open_json(record["credentials"], context=store.credentials_context(issuer_id))
-                    if record["credentials"]
-                    else {}
-                ).items()
-            },
-        )
+        config = self.backend_config(record)
         request_id = uuid.uuid4().hex[:16]
         common_name = f"verify-{uuid.uuid4().hex[:12]}"
         key = ec.generate_private_key(ec.SECP256R1())

@@ -74,7 +74,8 @@ class RunningAdmin:
 
 async def _remove_what_the_run_created(pool: asyncpg.Pool, key_id: str) -> None:
     """Delete what fuzzed requests created (found through the admin audit), so the shared test
-    database holds no junk services, issuers, trust anchors or devices afterwards."""
+    database holds no junk services, issuers, trust anchors, devices or bootstrap configurations
+    afterwards (a bootstrap configuration's audit target is its stored scope, ``*`` for the default)."""
     rows = await pool.fetch(
         "SELECT path, target_id FROM admin_audit WHERE api_key_id = $1 AND status = 201", key_id
     )
@@ -102,6 +103,10 @@ async def _remove_what_the_run_created(pool: asyncpg.Pool, key_id: str) -> None:
         await conn.execute(
             "DELETE FROM device_credentials WHERE endpoint = ANY($1::text[])",
             created.get("/v3/device-credentials", []),
+        )
+        await conn.execute(
+            "DELETE FROM bootstrap_configs WHERE scope = ANY($1::text[])",
+            created.get("/v3/bootstrap-configurations", []),
         )
         await conn.execute(
             "UPDATE api_keys SET revoked_at = now()"

@@ -18,6 +18,7 @@ from ..issuer_service import IssuerService
 from ..secretbox import SecretBox
 from . import (
     middleware,
+    routes_bootstrap,
     routes_certificates,
     routes_configs,
     routes_devices,
@@ -37,6 +38,8 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     routes_devices.RESOURCE,
     routes_certificates.RESOURCE,
     routes_keys.RESOURCE,
+    routes_bootstrap.CONFIG_RESOURCE,
+    routes_bootstrap.SESSION_RESOURCE,
 )
 #: Largest request body accepted (a PEM chain plus JSON overhead fits easily).
 MAX_BODY_BYTES = 256 * 1024

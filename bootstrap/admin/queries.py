@@ -15,8 +15,10 @@ from typing import Any
 
 import asyncpg
 
+from ..bootstrap_plan import BootstrapConfig
 from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from ..store import Queryable
+from ..store.bootstrap_configs import DEFAULT_SCOPE, StoredConfig
 from ..store.trust import STATUSES, TrustedCertificate
 
 
@@ -277,3 +279,130 @@ async def record_revocation(conn: Queryable, cert_id: int, reason: str) -> async
         raise Conflict(f"issued certificate {cert_id} is already revoked")
     updated: asyncpg.Record = record
     return updated
+
+
+# --- bootstrap configurations ------------------------------------------------------------------
+
+BOOTSTRAP_CONFIG_COLUMNS = (
+    "scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,"
+    " certificate_usage, created_at, updated_at, etag"
+)
+#: Paging key: the default (``*``) before every endpoint, endpoints in byte order (``C`` collation, so
+#: the order does not depend on the database locale).
+_SCOPE_KEY = f"(CASE WHEN scope = '{DEFAULT_SCOPE}' THEN '' ELSE scope END) COLLATE \"C\""
+
+
+def scope_key(scope: str) -> str:
+    """The paging key of a stored scope (see ``_SCOPE_KEY``)."""
+    return "" if scope == DEFAULT_SCOPE else scope
+
+
+def _bootstrap_config(record: asyncpg.Record) -> StoredConfig:
+    return StoredConfig(
+        scope=record["scope"],
+        config=BootstrapConfig(
+            server_uri=record["server_uri"],
+            security_mode=record["security_mode"],
+            short_server_id=record["short_server_id"],
+            lifetime=record["lifetime"],
+            binding=record["binding"],
+            server_certificate_der=record["server_certificate"],
+            certificate_usage=record["certificate_usage"],
+        ),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        etag=record["etag"],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapConfigFilters:
+    """List filters of ``/v3/bootstrap-configurations`` (``scope`` as stored: ``*`` is the default)."""
+
+    scope: str | None = None
+    security_mode: str | None = None
+
+    def where(self) -> _Where:
+        """The conditions."""
+        where = _Where()
+        if self.scope is not None:
+            where.add("scope = {}", self.scope)
+        if self.security_mode is not None:
+            where.add("security_mode = {}", self.security_mode)
+        return where
+
+
+async def bootstrap_config_page(
+    conn: Queryable, filters: BootstrapConfigFilters, page: Page
+) -> list[StoredConfig]:
+    """One page of configurations, the default first (``page.after`` is a :func:`scope_key`)."""
+    rows = await _page(conn, "bootstrap_configs", BOOTSTRAP_CONFIG_COLUMNS, _SCOPE_KEY, filters.where(), page)
+    return [_bootstrap_config(r) for r in rows]
+
+
+async def bootstrap_config_count(conn: Queryable, filters: BootstrapConfigFilters) -> int:
+    """Number of configurations matching ``filters``."""
+    return await _count(conn, "bootstrap_configs", filters.where())
+
+
+async def bootstrap_config_row(
+    conn: Queryable, scope: str, *, for_update: bool = False
+) -> StoredConfig | None:
+    """The configuration of exactly ``scope`` (stored form), or ``None``."""
+    record = await conn.fetchrow(
+        f"SELECT {BOOTSTRAP_CONFIG_COLUMNS} FROM bootstrap_configs WHERE scope = $1"  # noqa: S608
+        + (" FOR UPDATE" if for_update else ""),
+        scope,
+    )
+    return _bootstrap_config(record) if record is not None else None
+
+
+# --- bootstrap sessions (the record of every bootstrap) ----------------------------------------
+
+BOOTSTRAP_SESSION_COLUMNS = (
+    "id, endpoint, method, transport, security_mode, outcome, reason, started_at, ended_at"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapSessionFilters:
+    """List filters of ``/v3/bootstrap-sessions``."""
+
+    endpoint: str | None = None
+    outcome: str | None = None
+    method: str | None = None
+
+    def where(self) -> _Where:
+        """The conditions."""
+        where = _Where()
+        if self.endpoint is not None:
+            where.add("endpoint = {}", self.endpoint)
+        if self.outcome is not None:
+            where.add("outcome = {}", self.outcome)
+        if self.method is not None:
+            where.add("method = {}", self.method)
+        return where
+
+
+async def bootstrap_session_page(
+    conn: Queryable, filters: BootstrapSessionFilters, page: Page
+) -> list[asyncpg.Record]:
+    """One page of recorded bootstraps by id (``limit + 1`` rows at most)."""
+    return await _page(conn, "bootstrap_sessions", BOOTSTRAP_SESSION_COLUMNS, "id", filters.where(), page)
+
+
+async def bootstrap_session_count(conn: Queryable, filters: BootstrapSessionFilters) -> int:
+    """Number of recorded bootstraps matching ``filters``."""
+    return await _count(conn, "bootstrap_sessions", filters.where())
+
+
+async def bootstrap_session_row(conn: Queryable, session_id: int) -> asyncpg.Record:
+    """One recorded bootstrap; 404 if unknown."""
+    record = await conn.fetchrow(
+        f"SELECT {BOOTSTRAP_SESSION_COLUMNS} FROM bootstrap_sessions WHERE id = $1",  # noqa: S608
+        session_id,
+    )
+    if record is None:
+        raise NotFound(f"no bootstrap session {session_id}")
+    found: asyncpg.Record = record
+    return found

@@ -8,7 +8,6 @@ without revocation, or of issuers deleted since, are revoked in the audit only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,6 +17,7 @@ import ca_backends
 from ca_backends import IssuerConfig, Revoker
 
 from ..errors import Conflict
+from ..issuer_service import IssuerService
 from ..secretbox import SecretBox
 from ..store import issuers as issuer_store
 from . import queries
@@ -55,19 +55,7 @@ async def issuer_config(
     record = await issuer_store.issuer_row(pool, issuer_id)
     if record is None:
         return None
-    raw = record["issuer_attributes"]
-    attributes = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-    credentials = (
-        box.open_json(record["credentials"], context=issuer_store.credentials_context(record["id"]))
-        if record["credentials"]
-        else {}
-    )
-    return record["issuer_type"], IssuerConfig(
-        issuer_id=record["id"],
-        name=record["name"],
-        attributes={str(k): str(v) for k, v in attributes.items() if v is not None},
-        credentials={str(k): str(v) for k, v in credentials.items()},
-    )
+    return record["issuer_type"], IssuerService(pool, box).backend_config(record)
 
 
 async def _revoke_at_ca(pool: asyncpg.Pool, box: SecretBox, row: asyncpg.Record, reason: str) -> bool:
