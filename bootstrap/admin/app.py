@@ -21,6 +21,7 @@ from . import (
     routes_bootstrap,
     routes_certificates,
     routes_configs,
+    routes_console,
     routes_devices,
     routes_issuers,
     routes_keys,
@@ -87,5 +88,6 @@ def create_app(
     routes_ops.add_routes(app.router)
     for item in resources:
         item.add_routes(app.router)
+    routes_console.add_console_routes(app)
     app[routes_ops.OPENAPI_DOCUMENT] = build_document(resources)
     return app

@@ -99,6 +99,11 @@ def encode(issuer: Issuer) -> dict[str, Any]:
         "created_at": timestamp(issuer.created_at),
         "etag": issuer.etag,
         "object": "certificate-issuer",
+        # Not in the reference shape: the outcome of the last POST /{id}/verify (reset on update),
+        # so operators and the console can warn before activating a CA that never verified.
+        "verified_at": timestamp(issuer.verified_at) if issuer.verified_at else None,
+        "verify_successful": issuer.verify_successful,
+        "verify_message": issuer.verify_message,
     }
 
 
@@ -183,6 +188,9 @@ SCHEMAS: dict[str, Any] = {
             "created_at",
             "etag",
             "object",
+            "verified_at",
+            "verify_successful",
+            "verify_message",
         ],
         "properties": {
             "id": {"type": "string"},
@@ -193,6 +201,9 @@ SCHEMAS: dict[str, Any] = {
             "created_at": DATE_TIME,
             "etag": {"type": "string"},
             "object": {"const": "certificate-issuer"},
+            "verified_at": {"anyOf": [DATE_TIME, {"type": "null"}]},
+            "verify_successful": {"type": ["boolean", "null"]},
+            "verify_message": {"type": ["string", "null"]},
         },
     },
     "CertificateIssuerInfoList": list_schema("CertificateIssuerInfo"),
