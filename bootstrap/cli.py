@@ -582,6 +582,48 @@ def device_remove(endpoint: str, **values: Any) -> None:
     run_async(body)()
 
 
+@main.command()
+@storage_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write JSON.")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Server processes under test."
+)
+@click.option("--journey-devices", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--est-sessions", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--est-per-session", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--idle-sessions", type=click.IntRange(min=1), default=2000, show_default=True)
+def bench(
+    json_path: Path | None,
+    journey_devices: int,
+    est_sessions: int,
+    est_per_session: int,
+    idle_sessions: int,
+    **values: Any,
+) -> None:
+    """Measure the signing path and the device journey against baselines taken in the same run.
+
+    Starts a server on loopback (in --data-dir, by default a fresh temporary one) and prints a
+    table: EST certificates/s and server CPU per certificate, the full journey's devices/s,
+    latency and CPU per device, DTLS handshake CPU, memory per idle session, and the baselines
+    (openssl speed, the cryptography issue floor, CFSSL's CPU per certificate).
+    """
+    import tempfile
+
+    from .bench import BenchPlan, run_bench
+
+    if values.get("data_dir") == default_data_dir():
+        values["data_dir"] = Path(tempfile.mkdtemp(prefix="lwm2m-bootstrap-bench-"))
+    settings = settings_or_exit(**values)
+    logs.configure(settings.log_format, "warning")
+    plan = BenchPlan(
+        journey_devices=journey_devices,
+        est_sessions=est_sessions,
+        est_per_session=est_per_session,
+        idle_sessions=idle_sessions,
+    )
+    sys.exit(run_bench(settings, plan=plan, json_path=json_path))
+
+
 # --- certificate issuers and service configurations --------------------------------------------
 
 

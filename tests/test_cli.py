@@ -169,3 +169,22 @@ async def test_device_sim_command_writes_json(server_uri: str, tmp_path: Path) -
     assert process.returncode == 0, output.decode()
     data = json.loads(report.read_text())
     assert data["succeeded"] == 25 and data["failed"] == 0 and data["per_second"] > 0
+
+
+def test_bench_reports_every_measure(tmp_path: Path) -> None:
+    """lwm2m-bootstrap bench (a small plan) prints and writes every key the README documents."""
+    report = tmp_path / "bench.json"
+    result = cli(
+        "bench", "--data-dir", str(tmp_path / "data"), "--journey-devices", "40", "--est-sessions", "5",
+        "--est-per-session", "4", "--idle-sessions", "50", "--json", str(report),
+        env=embedded_env(), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(report.read_text())
+    for key in (
+        "est_certs_per_s", "est_cpu_ms_per_cert", "journey_devices_per_s", "journey_p50_ms", "journey_p99_ms",
+        "journey_cpu_ms_per_device", "openssl_sign_per_s", "openssl_verify_per_s", "issue_floor_ms",
+        "cfssl_cpu_ms_per_cert", "handshake_cpu_ms", "rss_mib_per_1k_sessions",
+    ):  # fmt: skip
+        assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
+    assert data["est_failed"] == 0 and data["journey_failed"] == 0

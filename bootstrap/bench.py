@@ -1,0 +1,326 @@
+"""``lwm2m-bootstrap bench``: the signing path and the device journey measured against baselines
+taken in the same run, on the same machine.
+
+What is measured (keys of the JSON report):
+
+* ``openssl_sign_per_s``, ``openssl_verify_per_s``: P-256 ECDSA with ``openssl speed`` (one core).
+* ``issue_floor_ms``: ``cryptography`` parsing and verifying a CSR, then building and signing a
+  certificate, in a loop on one core: the least any Python issuer can spend per certificate.
+* ``cfssl_cpu_ms_per_cert``: the real ``cfssl serve`` signing the same kind of CSR over HTTP
+  (authsign): its process CPU divided by certificates.
+* ``handshake_cpu_ms``: server CPU per DTLS certificate-mode handshake (each followed by one GET).
+* ``est_certs_per_s``, ``est_cpu_ms_per_cert``: EST enrollment over already established DTLS
+  sessions through the built-in CA: certificates per wall second, server CPU per certificate.
+* ``rss_mib_per_1k_sessions``: server memory per thousand idle DTLS sessions.
+* ``journey_devices_per_s``, ``journey_p50_ms``, ``journey_p99_ms``, ``journey_cpu_ms_per_device``:
+  the full journey (handshake, bootstrap by pack or request, EST).
+
+Server CPU is read from ``/proc`` for the server process and its workers, apart from the
+simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from rich.console import Console
+from rich.table import Table
+
+from ca_backends import IssuerConfig, SignRequest
+from ca_backends.builtin import BuiltinBackend
+from device_sim.fleet import FleetOptions, run_fleet
+from device_sim.provisioning import FactoryCa
+from device_sim.sessions import enroll_repeatedly, open_sessions
+
+from . import builtin_ca, logs
+from .config import Settings
+from .loopback import LoopbackServer, provision
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchPlan:
+    """How much work each measurement does."""
+
+    est_sessions: int = 50
+    est_per_session: int = 40
+    handshakes: int = 300
+    idle_sessions: int = 2000
+    journey_devices: int = 2000
+    journey_concurrency: int = 50
+    cfssl_certs: int = 1000
+    floor_seconds: float = 2.0
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+
+def openssl_speed(seconds: int = 2) -> tuple[float | None, float | None]:
+    """P-256 sign/s and verify/s from ``openssl speed`` (``None`` if openssl is missing)."""
+    binary = shutil.which("openssl")
+    if binary is None:
+        return None, None
+    output = subprocess.run(  # noqa: S603 (fixed arguments)
+        [binary, "speed", "-seconds", str(seconds), "ecdsap256"], capture_output=True, text=True, check=False
+    ).stdout
+    match = re.search(r"256 bits ecdsa \(nistp256\)\s+[\d.]+s\s+[\d.]+s\s+([\d.]+)\s+([\d.]+)", output)
+    if not match:
+        return None, None
+    return float(match.group(1)), float(match.group(2))
+
+
+def issue_floor_ms(seconds: float) -> float:
+    """ms of one core per (parse + verify CSR, build + sign certificate) with ``cryptography``."""
+    ca = builtin_ca.generate(now=dt.datetime.now(dt.UTC), organization="bench", label="F", serials=(1, 2))
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    backend = BuiltinBackend(ca.issuing_key, ca.chain)
+    now = dt.datetime.now(dt.UTC)
+
+    async def loop() -> int:
+        count = 0
+        deadline = time.process_time() + seconds
+        while time.process_time() < deadline:
+            csr = x509.load_der_x509_csr(der)
+            assert csr.is_signature_valid
+            await backend.sign(
+                SignRequest(
+                    csr=csr,
+                    subject=csr.subject,
+                    common_name="bench",
+                    not_before=now,
+                    not_after=now + dt.timedelta(days=1),
+                    serial_number=count + 1,
+                    service="LWM2M",
+                    request_id="bench",
+                )
+            )
+            count += 1
+        return count
+
+    started = time.process_time()
+    count = asyncio.run(loop())
+    return (time.process_time() - started) * 1000 / count
+
+
+def cfssl_cpu_ms_per_cert(count: int) -> float | None:
+    """CPU of a real ``cfssl serve`` per certificate signed through our CFSSL backend (authsign)."""
+    binary = shutil.which("cfssl")
+    if binary is None:
+        return None
+    from ca_backends.cfssl import CfsslBackend
+
+    hmac_key = os.urandom(16).hex()
+    with tempfile.TemporaryDirectory(prefix="bench-cfssl-") as tmp:
+        workdir = Path(tmp)
+        ca = builtin_ca.generate(now=dt.datetime.now(dt.UTC), organization="bench", label="C", serials=(3, 4))
+        (workdir / "ca.pem").write_bytes(ca.root_certificate.public_bytes(serialization.Encoding.PEM))
+        (workdir / "ca-key.pem").write_bytes(builtin_ca.key_pem(ca.root_key))
+        config = {
+            "signing": {
+                "default": {"expiry": "8760h", "usages": ["digital signature", "client auth"]},
+                "profiles": {
+                    "device": {
+                        "expiry": "8760h",
+                        "usages": ["digital signature", "client auth"],
+                        "auth_key": "primary",
+                    }
+                },
+            },
+            "auth_keys": {"primary": {"type": "standard", "key": hmac_key}},
+        }
+        (workdir / "config.json").write_text(json.dumps(config))
+        port = free_tcp_port()
+        process = subprocess.Popen(  # noqa: S603 (our arguments)
+            [binary, "serve", "-address", "127.0.0.1", "-port", str(port), "-ca", str(workdir / "ca.pem"),
+             "-ca-key", str(workdir / "ca-key.pem"), "-config", str(workdir / "config.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            backend = CfsslBackend.from_config(
+                IssuerConfig(
+                    issuer_id="bench",
+                    name="bench-cfssl",
+                    attributes={"host_url": f"http://127.0.0.1:{port}", "cfssl_profile": "device"},
+                    credentials={"hmac_hex_key": hmac_key},
+                )
+            )
+            return asyncio.run(_cfssl_run(backend, process.pid, count))
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def free_tcp_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _cfssl_run(backend: Any, pid: int, count: int) -> float:
+    from ca_backends.errors import BackendUnavailable
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")]))
+        .sign(key, hashes.SHA256())
+    )
+    now = dt.datetime.now(dt.UTC)
+    request = SignRequest(
+        csr=csr,
+        subject=csr.subject,
+        common_name="bench",
+        not_before=now,
+        not_after=now + dt.timedelta(days=1),
+        serial_number=1,
+        service="LWM2M",
+        request_id="bench",
+    )
+    for _ in range(100):  # until cfssl listens
+        try:
+            await backend.sign(request)
+            break
+        except BackendUnavailable:
+            await asyncio.sleep(0.1)
+    cfssl = psutil.Process(pid)
+    before = sum(cfssl.cpu_times()[:2])
+    semaphore = asyncio.Semaphore(8)
+
+    async def one() -> None:
+        async with semaphore:
+            await backend.sign(request)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    used = sum(cfssl.cpu_times()[:2]) - before
+    await backend.aclose()
+    return used * 1000 / count
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dict[str, Any]:
+    """Start a loopback server and measure handshakes, EST, idle sessions and the journey."""
+    results: dict[str, Any] = {}
+    server = LoopbackServer(settings)
+    server.start()
+    try:
+        base = FleetOptions(
+            server=server.uri,
+            factory=FactoryCa.load_or_create(settings.data_dir / "device-sim"),
+            progress=False,
+            timeout_s=60,
+            flow="bootstrap",
+            endpoint_prefix="bench",
+        )
+        base = asyncio.run(provision(settings, base))
+
+        async def sessions_phase() -> None:
+            # Idle sessions first, on a fresh process: later phases free memory the allocator would
+            # reuse for them, hiding their cost.
+            console.print(f"  {plan.idle_sessions} idle sessions ...")
+            await asyncio.sleep(1)
+            rss_before = server.rss_bytes()
+            options = FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-idle"})
+            opened = await open_sessions(options, plan.idle_sessions)
+            await asyncio.sleep(1)
+            grown = server.rss_bytes() - rss_before
+            results["rss_mib_per_1k_sessions"] = round(grown / 2**20 * 1000 / plan.idle_sessions, 1)
+            await opened.close()
+
+            console.print(f"  {plan.handshakes} DTLS handshakes ...")
+            options = FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-hs"})
+            before = server.cpu_seconds()
+            opened = await open_sessions(options, plan.handshakes)
+            results["handshake_cpu_ms"] = round((server.cpu_seconds() - before) * 1000 / plan.handshakes, 3)
+            await opened.close()
+
+            count = plan.est_sessions * plan.est_per_session
+            console.print(f"  EST over {plan.est_sessions} established sessions, {count} certificates ...")
+            options = FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-est"})
+            opened = await open_sessions(options, plan.est_sessions)
+            report, used = await enroll_repeatedly(
+                opened, options, plan.est_per_session, cpu_meter=server.cpu_seconds
+            )
+            await opened.close()
+            results["est_certs_per_s"] = round(report.per_second, 1)
+            results["est_cpu_ms_per_cert"] = round(used * 1000 / max(1, report.succeeded), 3)
+            results["est_p50_ms"] = report.as_dict()["p50_ms"]
+            results["est_p99_ms"] = report.as_dict()["p99_ms"]
+            results["est_failed"] = report.failed
+
+        asyncio.run(sessions_phase())
+        console.print(f"  full journey, {plan.journey_devices} devices ...")
+        options = FleetOptions(
+            **{
+                **base.__dict__,
+                "devices": plan.journey_devices,
+                "concurrency": plan.journey_concurrency,
+                "endpoint_prefix": "bench-journey",
+            }
+        )
+        before = server.cpu_seconds()
+        report = asyncio.run(run_fleet(options))
+        used = server.cpu_seconds() - before
+        summary = report.as_dict()
+        results["journey_devices_per_s"] = summary["per_second"]
+        results["journey_p50_ms"] = summary["p50_ms"]
+        results["journey_p99_ms"] = summary["p99_ms"]
+        results["journey_cpu_ms_per_device"] = round(used * 1000 / max(1, report.succeeded), 3)
+        results["journey_failed"] = report.failed
+    finally:
+        server.stop()
+    return results
+
+
+def run_bench(settings: Settings, *, plan: BenchPlan, json_path: Path | None) -> int:
+    """Run every measurement, print the table, write the JSON; 0 if nothing failed."""
+    console = Console()
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "server_workers": settings.workers,
+    }
+    console.print("baselines ...")
+    logs.configure(settings.log_format, "error")  # the CA clients' retry lines while cfssl starts
+    results["openssl_sign_per_s"], results["openssl_verify_per_s"] = openssl_speed()
+    results["issue_floor_ms"] = round(issue_floor_ms(plan.floor_seconds), 3)
+    cfssl = cfssl_cpu_ms_per_cert(plan.cfssl_certs)
+    results["cfssl_cpu_ms_per_cert"] = round(cfssl, 3) if cfssl is not None else None
+    console.print("server on loopback ...")
+    results.update(measure_server(settings, plan, console))
+    table = Table(title="lwm2m-bootstrap bench", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        table.add_row(key, "n/a" if value is None else str(value))
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if results.get("est_failed") or results.get("journey_failed") else 0

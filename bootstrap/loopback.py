@@ -1,0 +1,192 @@
+"""A server started as a child process on loopback, as ``serve`` runs it, with meters.
+
+The demo and the benchmark use it: the server's CPU time and memory are measured from outside,
+apart from the simulator's, and its storage is provisioned the way an operator would (the
+simulator's manufacturer CA trusted, a default bootstrap configuration on first run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+from aiocoap import Code, Context, Message
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from device_sim.fleet import FleetOptions, wait_until_accepted
+from device_sim.provisioning import register
+
+from .bootstrap_plan import BootstrapConfig
+from .config import Settings
+from .store import bootstrap_configs, builtin_ca
+from .store.database import Database
+
+MODES = {"dtls": "DTLS, certificates", "dtls-psk": "DTLS, PSK", "coap": "plain CoAP (insecure)"}
+
+#: LwM2M server URI of the default bootstrap configuration the demo creates on first run.
+DEMO_LWM2M_SERVER = "coaps://localhost:5784"
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nobody is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def server_cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of the server: the process and its workers (Postgres runs apart)."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def server_command(settings: Settings, coap_port: int, coaps_port: int | None) -> list[str]:
+    """The ``serve`` invocation for a loopback child server (plain CoAP for readiness probes;
+    insecure enrollment only when there is no DTLS listener)."""
+    command = [
+        sys.executable, "-m", "bootstrap", "serve",
+        "--data-dir", str(settings.data_dir),
+        "--coap", f"127.0.0.1:{coap_port}",
+        "--coaps", f"127.0.0.1:{coaps_port}" if coaps_port else "off",
+        "--coaps-tcp", "off",
+        "--log-format", "json",
+        "--log-level", "warning",
+        "--workers", str(settings.workers),
+    ]  # fmt: skip
+    if coaps_port is None:
+        command.append("--insecure-coap-enrollment")
+    if settings.database_url:
+        command += ["--database-url", settings.database_url]
+    if settings.master_key_file:
+        command += ["--master-key-file", str(settings.master_key_file)]
+    return command
+
+
+async def wait_until_ready(uri: str, process: subprocess.Popen[bytes], limit_s: float = 60.0) -> None:
+    """Poll ``/.well-known/core`` until the server answers (or it exits, or time runs out)."""
+    context = await Context.create_client_context()
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode} during start-up")
+            try:
+                request = Message(code=Code.GET, uri=uri + "/.well-known/core")
+                response = await asyncio.wait_for(context.request(request).response, 1.0)
+                if response.code == Code.CONTENT:
+                    return
+            except Exception:  # not up yet
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"server did not answer within {limit_s:.0f} s")
+    finally:
+        await context.shutdown()
+
+
+async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
+    """Register the factory CA (and PSKs) with the server's database; learn the server's CA."""
+    assert options.factory is not None
+    endpoints = (
+        [f"{options.endpoint_prefix}-{i:07d}" for i in range(options.devices)] if options.psk else None
+    )
+    await register(
+        options.factory,
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        psk_endpoints=endpoints,
+        master_key_file=settings.master_key_file,
+    )
+    database = await Database.open(
+        database_url=settings.database_url, data_dir=settings.data_dir, min_size=1, max_size=2
+    )
+    try:
+        chain = await builtin_ca.active_chain(database.pool)
+        if options.flow == "bootstrap" and await bootstrap_configs.effective(database.pool, "-") is None:
+            # First run: give devices an LwM2M server account to bootstrap into. The demo has no
+            # LwM2M server; the account names one whose certificate the built-in CA would issue.
+            root = next(c for c in chain if c.issuer == c.subject)
+            await bootstrap_configs.put(
+                database.pool,
+                bootstrap_configs.DEFAULT_SCOPE,
+                BootstrapConfig(
+                    server_uri=DEMO_LWM2M_SERVER,
+                    security_mode="est",
+                    server_certificate_der=root.public_bytes(Encoding.DER),
+                    certificate_usage=2,
+                ),
+            )
+    finally:
+        await database.close()
+    roots = tuple(c for c in chain if c.issuer == c.subject)
+    options = FleetOptions(**{**options.__dict__, "server_trust": roots})
+    await wait_until_accepted(options)
+    return options
+
+
+class LoopbackServer:
+    """``lwm2m-bootstrap serve`` as a child process on 127.0.0.1, with CPU and memory meters."""
+
+    def __init__(self, settings: Settings, *, dtls: bool = True) -> None:
+        self.settings = settings
+        self.coap_port = free_udp_port()
+        self.coaps_port = free_udp_port() if dtls else None
+        self.log_path = settings.data_dir / "loopback-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """Where devices connect: ``coaps://`` when DTLS is on, else ``coap://``."""
+        if self.coaps_port:
+            return f"coaps://127.0.0.1:{self.coaps_port}"
+        return f"coap://127.0.0.1:{self.coap_port}"
+
+    def start(self) -> None:
+        """Start the child and wait until it answers."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+                server_command(self.settings, self.coap_port, self.coaps_port),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy(),
+            )
+        asyncio.run(wait_until_ready(f"coap://127.0.0.1:{self.coap_port}", self.process))
+
+    def cpu_seconds(self) -> float:
+        """CPU the server (and its workers) used so far."""
+        assert self.process is not None
+        return server_cpu_seconds(psutil.Process(self.process.pid))
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process and its workers."""
+        assert self.process is not None
+        total = 0
+        root = psutil.Process(self.process.pid)
+        for member in [root, *root.children(recursive=True)]:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def stop(self) -> None:
+        """SIGTERM, wait for the drain, kill if it hangs."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process = None
