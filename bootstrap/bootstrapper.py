@@ -28,6 +28,7 @@ from .lwm2m.session import BootstrapSession
 from .policy import Requester
 from .secretbox import SecretBox
 from .store import bootstrap_configs as store
+from .store.group_commit import GroupCommitWriter
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +96,8 @@ class Bootstrapper:
         self.allow_unauthenticated = allow_unauthenticated
         self._clock = clock
         self._live: dict[str, tuple[BootstrapSession, asyncio.Task[None]]] = {}
+        self._records = GroupCommitWriter(pool, store.insert_records, name="bootstrap-records")
+        self._records.start()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def prepare(
@@ -165,8 +168,8 @@ class Bootstrapper:
             security_mode=security_mode,
         )
         try:
-            await store.record(self._pool, entry)
-        except (OSError, asyncpg.PostgresError) as exc:
+            await self._records.record(entry)
+        except (OSError, RuntimeError, asyncpg.PostgresError) as exc:
             log.error("could not record a bootstrap", endpoint=endpoint, error=str(exc))
         metrics.observe_bootstrap_session(outcome)
         log.info("bootstrap finished", endpoint=endpoint, method=method, outcome=outcome, reason=reason)
@@ -190,3 +193,4 @@ class Bootstrapper:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: S110 (shutting down)
                 pass
+        await self._records.aclose()

@@ -203,6 +203,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         self.hostinfo_local: str = ""
         self.engine: DtlsServerEngine | None = None
         self._held: dict[PeerAddress, list[bytes]] = {}
+        # Decided once: isinstance() against a runtime-checkable Protocol is slow per datagram.
+        self._prefetcher: PskPrefetcher | None = trust if isinstance(trust, PskPrefetcher) else None
         self._fetches: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -258,9 +260,9 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         if held is not None:
             held.append(data)
             return
-        if isinstance(self._trust, PskPrefetcher):
+        if self._prefetcher is not None:
             identity = psk_identity_in(data)
-            if identity is not None and not self._trust.psk_known(identity):
+            if identity is not None and not self._prefetcher.psk_known(identity):
                 self._held[peer] = [data]
                 task = asyncio.create_task(self._fetch_then_feed(identity, peer))
                 self._fetches.add(task)
@@ -269,9 +271,9 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         self._feed(data, peer)
 
     async def _fetch_then_feed(self, identity: bytes, peer: PeerAddress) -> None:
-        assert isinstance(self._trust, PskPrefetcher)
+        assert self._prefetcher is not None
         try:
-            await self._trust.prefetch_psk(identity)
+            await self._prefetcher.prefetch_psk(identity)
         except Exception:  # the handshake then fails as for an unknown identity
             log.exception("dtls.psk_fetch_failed", peer=peer)
         for data in self._held.pop(peer, []):

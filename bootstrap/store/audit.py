@@ -1,14 +1,9 @@
-"""The issuance audit: every certificate handed out is committed here first, in group commits.
-
-Devices that finish signing at about the same time share one INSERT (one round trip, one WAL
-flush): callers await :meth:`AuditWriter.record`, which returns only once their row is durable.
-While a batch is being written, new rows queue up for the next one, so under load batches grow by
-themselves and at low load a row is written at once.
-"""
+"""The issuance audit: every certificate handed out is committed here first, in group commits
+(:class:`~bootstrap.store.group_commit.GroupCommitWriter`): a certificate is returned only after
+:meth:`AuditWriter.record` has returned, that is, once its row is durable."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -20,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..policy import IssuedRecord
 from . import Queryable
+from .group_commit import GroupCommitWriter
 
 log = structlog.get_logger(__name__)
 
@@ -80,90 +76,36 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 """
 
 
+async def insert_issued(conn: Queryable, rows: list[IssuedCertificate]) -> None:
+    """One INSERT for ``rows`` (an array per column, unnested)."""
+    columns = (
+        [r.serial_number for r in rows],
+        [r.endpoint for r in rows],
+        [r.service_reference for r in rows],
+        [r.issuer_id for r in rows],
+        [r.issuer_name for r in rows],
+        [r.issuer_type for r in rows],
+        [r.fingerprint_sha256 for r in rows],
+        [r.subject for r in rows],
+        [r.not_before for r in rows],
+        [r.not_after for r in rows],
+        [r.certificate_der for r in rows],
+        [r.request_id for r in rows],
+    )
+    await conn.execute(_INSERT, *columns)
+
+
 async def record_one(conn: Queryable, row: IssuedCertificate) -> None:
     """Write a single audit row now (for one-off issuance such as an issuer's verify)."""
-    await AuditWriter._insert(conn, [row])
+    await insert_issued(conn, [row])
 
 
-class AuditWriter:
-    """Batches audit rows into group commits; one background task per process."""
+class AuditWriter(GroupCommitWriter[IssuedCertificate]):
+    """Issued certificates in group commits; one writer per process. A failed batch fails its
+    callers: the devices get 5.03 and retry, and nothing was handed out."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500) -> None:
-        self._pool = pool
-        self._max_batch = max_batch
-        self._pending: list[tuple[IssuedCertificate, asyncio.Future[None]]] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        #: Batches written and rows written, for metrics and benchmarks.
-        self.batches = 0
-        self.rows = 0
-
-    def start(self) -> None:
-        """Start the writer task (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="audit-writer")
-
-    async def record(self, row: IssuedCertificate) -> None:
-        """Queue ``row`` and wait until it is committed; raises if the write failed."""
-        if self._closing or self._task is None:
-            raise RuntimeError("audit writer is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
-        self._wakeup.set()
-        await future
-
-    async def aclose(self) -> None:
-        """Write what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                await self._write(batch)
-            if self._closing and not self._pending:
-                return
-
-    @staticmethod
-    async def _insert(conn: Queryable, rows: list[IssuedCertificate]) -> None:
-        columns = (
-            [r.serial_number for r in rows],
-            [r.endpoint for r in rows],
-            [r.service_reference for r in rows],
-            [r.issuer_id for r in rows],
-            [r.issuer_name for r in rows],
-            [r.issuer_type for r in rows],
-            [r.fingerprint_sha256 for r in rows],
-            [r.subject for r in rows],
-            [r.not_before for r in rows],
-            [r.not_after for r in rows],
-            [r.certificate_der for r in rows],
-            [r.request_id for r in rows],
-        )
-        await conn.execute(_INSERT, *columns)
-
-    async def _write(self, batch: list[tuple[IssuedCertificate, asyncio.Future[None]]]) -> None:
-        rows = [row for row, _ in batch]
-        try:
-            await self._insert(self._pool, rows)
-        except Exception as exc:  # the devices get 5.03 and retry; nothing was handed out
-            log.error("audit write failed", rows=len(rows), error=str(exc))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        self.rows += len(rows)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        super().__init__(pool, insert_issued, name="audit", max_batch=max_batch)
 
 
 async def count_issued(conn: Queryable) -> int:

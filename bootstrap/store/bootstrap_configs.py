@@ -156,21 +156,27 @@ class BootstrapRecord:
     security_mode: str | None
 
 
-async def record(conn: Queryable, entry: BootstrapRecord) -> None:
-    """Append a bootstrap outcome."""
+async def insert_records(conn: Queryable, entries: list[BootstrapRecord]) -> None:
+    """Append bootstrap outcomes in one INSERT (used through a group-commit writer)."""
     await conn.execute(
         """INSERT INTO bootstrap_sessions
                (endpoint, method, transport, started_at, ended_at, outcome, reason, security_mode)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        entry.endpoint,
-        entry.method,
-        entry.transport,
-        entry.started_at,
-        entry.ended_at,
-        entry.outcome,
-        entry.reason,
-        entry.security_mode,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                                $6::text[], $7::text[], $8::text[])""",
+        [e.endpoint for e in entries],
+        [e.method for e in entries],
+        [e.transport for e in entries],
+        [e.started_at for e in entries],
+        [e.ended_at for e in entries],
+        [e.outcome for e in entries],
+        [e.reason for e in entries],
+        [e.security_mode for e in entries],
     )
+
+
+async def record(conn: Queryable, entry: BootstrapRecord) -> None:
+    """Append one bootstrap outcome."""
+    await insert_records(conn, [entry])
 
 
 async def recent(conn: Queryable, *, endpoint: str | None = None, limit: int = 20) -> list[BootstrapRecord]:
