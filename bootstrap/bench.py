@@ -66,6 +66,9 @@ class BenchPlan:
     journey_concurrency: int = 50
     cfssl_certs: int = 1000
     floor_seconds: float = 2.0
+    scale: int = 0
+    """With N > 0: load N per-endpoint bootstrap configurations and N PSK identities, and compare
+    the PSK journey's cost per device before and after."""
 
 
 # --- baselines ------------------------------------------------------------------------------------
@@ -221,6 +224,96 @@ async def _cfssl_run(backend: Any, pid: int, count: int) -> float:
     return used * 1000 / count
 
 
+# --- scale ----------------------------------------------------------------------------------------
+
+
+async def populate(settings: Settings, factory: FactoryCa, count: int, prefix: str) -> float:
+    """Bulk-load ``count`` endpoints: each with its own bootstrap configuration (est mode) and the
+    PSK the simulator derives for it. Returns the seconds it took."""
+    from .server import open_database, open_secret_box
+    from .store import builtin_ca as builtin_store
+    from .store import devices
+
+    box = open_secret_box(settings)
+    started = time.perf_counter()
+    database = await open_database(settings, min_size=1, max_size=2)
+    try:
+        chain = await builtin_store.active_chain(database.pool)
+        root = next(c for c in chain if c.issuer == c.subject).public_bytes(serialization.Encoding.DER)
+        now = dt.datetime.now(dt.UTC)
+        config_row = ("coaps://localhost:5784", "est", 1, 86400, "U", root, 2, now, now, "bulk")
+        batch = 50_000
+        for first in range(0, count, batch):
+            endpoints = [f"{prefix}-{i:07d}" for i in range(first, min(count, first + batch))]
+            psk = [factory.psk(e) for e in endpoints]
+            await database.pool.copy_records_to_table(
+                "bootstrap_configs",
+                records=[(e, *config_row) for e in endpoints],
+                columns=[
+                    "scope", "server_uri", "security_mode", "short_server_id", "lifetime", "binding",
+                    "server_certificate", "certificate_usage", "created_at", "updated_at", "etag",
+                ],
+            )  # fmt: skip
+            await database.pool.copy_records_to_table(
+                "device_credentials",
+                records=[
+                    (e, identity, devices.sealed_key(box, e, key), now, now)
+                    for e, (identity, key) in zip(endpoints, psk, strict=True)
+                ],
+                columns=["endpoint", "psk_identity", "psk_key", "created_at", "updated_at"],
+            )
+        await database.pool.execute("ANALYZE bootstrap_configs; ANALYZE device_credentials")
+    finally:
+        await database.close()
+    return time.perf_counter() - started
+
+
+def psk_journey(server: LoopbackServer, options: FleetOptions) -> tuple[float, float]:
+    """Devices/s and server CPU ms per device of a PSK journey."""
+    before = server.cpu_seconds()
+    report = asyncio.run(run_fleet(options))
+    used = server.cpu_seconds() - before
+    if report.failed:
+        raise RuntimeError(f"PSK journey failed: {dict(report.failures)}")
+    return report.per_second, used * 1000 / report.succeeded
+
+
+def measure_scale(settings: Settings, plan: BenchPlan, console: Console) -> dict[str, Any]:
+    """The PSK journey on a small database, then among ``plan.scale`` endpoints."""
+    from device_sim.provisioning import register
+
+    results: dict[str, Any] = {"scale_endpoints": plan.scale}
+    factory = FactoryCa.load_or_create(settings.data_dir / "device-sim")
+    server = LoopbackServer(settings)
+    server.start()
+    try:
+        devices = min(plan.journey_devices, plan.scale)
+        base = FleetOptions(
+            server=server.uri, factory=factory, psk=True, flow="bootstrap", progress=False, timeout_s=60,
+            devices=devices, concurrency=plan.journey_concurrency, endpoint_prefix="bench-psk-small",
+        )  # fmt: skip
+        small = [f"bench-psk-small-{i:07d}" for i in range(devices)]
+        asyncio.run(register(factory, database_url=settings.database_url, data_dir=settings.data_dir,
+                             psk_endpoints=small, master_key_file=settings.master_key_file))  # fmt: skip
+        base = asyncio.run(provision(settings, FleetOptions(**{**base.__dict__, "psk": False})))
+        base = FleetOptions(**{**base.__dict__, "psk": True})
+        console.print(f"  PSK journey, {devices} devices, small database ...")
+        rate, cpu = psk_journey(server, base)
+        results["journey_psk_devices_per_s_small"] = round(rate, 1)
+        results["journey_psk_cpu_ms_per_device_small"] = round(cpu, 3)
+        console.print(f"  loading {plan.scale} bootstrap configurations and PSK identities ...")
+        results["scale_load_seconds"] = round(
+            asyncio.run(populate(settings, factory, plan.scale, "bench-scale")), 1
+        )
+        console.print(f"  PSK journey, {devices} of {plan.scale} endpoints ...")
+        rate, cpu = psk_journey(server, FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-scale"}))
+        results["journey_psk_devices_per_s_at_scale"] = round(rate, 1)
+        results["journey_psk_cpu_ms_per_device_at_scale"] = round(cpu, 3)
+    finally:
+        server.stop()
+    return results
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -315,6 +408,9 @@ def run_bench(settings: Settings, *, plan: BenchPlan, json_path: Path | None) ->
     results["cfssl_cpu_ms_per_cert"] = round(cfssl, 3) if cfssl is not None else None
     console.print("server on loopback ...")
     results.update(measure_server(settings, plan, console))
+    if plan.scale:
+        console.print(f"scale: {plan.scale} endpoints ...")
+        results.update(measure_scale(settings, plan, console))
     table = Table(title="lwm2m-bootstrap bench", show_header=True)
     table.add_column("measure")
     table.add_column("value", justify="right")

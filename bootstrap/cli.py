@@ -592,12 +592,21 @@ def device_remove(endpoint: str, **values: Any) -> None:
 @click.option("--est-sessions", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--est-per-session", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--idle-sessions", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also load N per-endpoint bootstrap configurations and PSK identities and compare the PSK "
+    "journey's cost per device before and after.",
+)
 def bench(
     json_path: Path | None,
     journey_devices: int,
     est_sessions: int,
     est_per_session: int,
     idle_sessions: int,
+    scale: int,
     **values: Any,
 ) -> None:
     """Measure the signing path and the device journey against baselines taken in the same run.
@@ -620,6 +629,7 @@ def bench(
         est_sessions=est_sessions,
         est_per_session=est_per_session,
         idle_sessions=idle_sessions,
+        scale=scale,
     )
     sys.exit(run_bench(settings, plan=plan, json_path=json_path))
 
