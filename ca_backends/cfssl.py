@@ -41,12 +41,12 @@ from typing import Any, ClassVar
 
 import structlog
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from .base import CaBackend, IssuerConfig, SignRequest, SignResult
+from .chains import issued_by_chain
 from .errors import BackendMisconfigured, BackendRejected, BackendUnavailable, InvalidIssuerConfig
 from .http import Clock, HttpClient, HttpPolicy, HttpResponse, redact_url
 from .registry import register
@@ -357,7 +357,13 @@ class CfsslBackend(CaBackend):
             except ValueError:
                 raise BackendMisconfigured("CFSSL authsign answer carries no PEM certificate") from None
             self._check_certificate(certificate, request)
-            chain = await self._check_issuer(certificate, chain)
+            chain = await issued_by_chain(
+                certificate,
+                chain,
+                lambda: self._get_chain(refresh=True),
+                mismatch="the certificate CFSSL issued is not signed by the CA its info endpoint reports "
+                "(check cfssl_label/cfssl_profile)",
+            )
         except (BackendUnavailable, BackendRejected, BackendMisconfigured) as exc:
             log.warning("cfssl_sign_failed", kind=exc.kind, error=exc.message, retry_after=exc.retry_after)
             raise
@@ -385,21 +391,6 @@ class CfsslBackend(CaBackend):
                 extra=sorted({_short(oid) for oid, _ in extra}),
                 subject=certificate.subject.rfc4514_string(),
             )
-
-    async def _check_issuer(
-        self, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...]
-    ) -> tuple[x509.Certificate, ...]:
-        for attempt in range(2):
-            try:
-                certificate.verify_directly_issued_by(chain[0])
-                return chain
-            except (ValueError, TypeError, InvalidSignature):
-                if attempt == 0:  # the CA may have been replaced since we cached it
-                    chain = await self._get_chain(refresh=True)
-        raise BackendMisconfigured(
-            "the certificate CFSSL issued is not signed by the CA its info endpoint reports "
-            "(check cfssl_label/cfssl_profile)"
-        )
 
     def _result_or_raise(self, response: HttpResponse, endpoint: str) -> dict[str, Any]:
         status = response.status

@@ -33,13 +33,13 @@ from typing import Any, ClassVar, Literal
 
 import structlog
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from .base import CaBackend, IssuerConfig, Revoker, SignRequest, SignResult
+from .chains import issued_by_chain
 from .errors import BackendMisconfigured, BackendRejected, BackendUnavailable, InvalidIssuerConfig
 from .http import Clock, HttpClient, HttpPolicy, HttpResponse
 from .registry import register
@@ -554,7 +554,12 @@ class GlobalSignBackend(CaBackend, Revoker):
                 raise
             self._pending.pop(pending_key, None)
             self._check_certificate(certificate, request)
-            chain = await self._check_issuer(certificate, chain)
+            chain = await issued_by_chain(
+                certificate,
+                chain,
+                lambda: self._get_chain(refresh=True),
+                mismatch="the issued certificate is not signed by the first certificate of /trustchain",
+            )
         except (BackendUnavailable, BackendRejected, BackendMisconfigured) as exc:
             log.warning(
                 "globalsign_sign_failed", kind=exc.kind, error=exc.message, retry_after=exc.retry_after
@@ -637,20 +642,6 @@ class GlobalSignBackend(CaBackend, Revoker):
                 requested=request.subject.rfc4514_string(),
                 issued=certificate.subject.rfc4514_string(),
             )
-
-    async def _check_issuer(
-        self, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...]
-    ) -> tuple[x509.Certificate, ...]:
-        for attempt in range(2):
-            try:
-                certificate.verify_directly_issued_by(chain[0])
-                return chain
-            except (ValueError, TypeError, InvalidSignature):
-                if attempt == 0:
-                    chain = await self._get_chain(refresh=True)
-        raise BackendMisconfigured(
-            "the issued certificate is not signed by the first certificate of /trustchain"
-        )
 
     # -- revocation ----------------------------------------------------------------------------
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from ..bootstrap_plan import BootstrapConfig
 from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from ..store import Queryable
-from ..store.bootstrap_configs import DEFAULT_SCOPE, StoredConfig
+from ..store.bootstrap_configs import DEFAULT_SCOPE, StoredConfig, stored_from_record
 from ..store.trust import STATUSES, TrustedCertificate
 
 
@@ -297,24 +296,6 @@ def scope_key(scope: str) -> str:
     return "" if scope == DEFAULT_SCOPE else scope
 
 
-def _bootstrap_config(record: asyncpg.Record) -> StoredConfig:
-    return StoredConfig(
-        scope=record["scope"],
-        config=BootstrapConfig(
-            server_uri=record["server_uri"],
-            security_mode=record["security_mode"],
-            short_server_id=record["short_server_id"],
-            lifetime=record["lifetime"],
-            binding=record["binding"],
-            server_certificate_der=record["server_certificate"],
-            certificate_usage=record["certificate_usage"],
-        ),
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
-        etag=record["etag"],
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
 class BootstrapConfigFilters:
     """List filters of ``/v3/bootstrap-configurations`` (``scope`` as stored: ``*`` is the default)."""
@@ -337,7 +318,7 @@ async def bootstrap_config_page(
 ) -> list[StoredConfig]:
     """One page of configurations, the default first (``page.after`` is a :func:`scope_key`)."""
     rows = await _page(conn, "bootstrap_configs", BOOTSTRAP_CONFIG_COLUMNS, _SCOPE_KEY, filters.where(), page)
-    return [_bootstrap_config(r) for r in rows]
+    return [stored_from_record(r) for r in rows]
 
 
 async def bootstrap_config_count(conn: Queryable, filters: BootstrapConfigFilters) -> int:
@@ -354,7 +335,7 @@ async def bootstrap_config_row(
         + (" FOR UPDATE" if for_update else ""),
         scope,
     )
-    return _bootstrap_config(record) if record is not None else None
+    return stored_from_record(record) if record is not None else None
 
 
 # --- bootstrap sessions (the record of every bootstrap) ----------------------------------------

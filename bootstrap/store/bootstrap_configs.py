@@ -34,7 +34,8 @@ class StoredConfig:
     etag: str
 
 
-def _stored(record: asyncpg.Record) -> StoredConfig:
+def stored_from_record(record: asyncpg.Record) -> StoredConfig:
+    """A :class:`StoredConfig` from a row with the columns of this table."""
     return StoredConfig(
         scope=record["scope"],
         config=BootstrapConfig(
@@ -77,7 +78,7 @@ async def put(conn: Queryable, scope: str, config: BootstrapConfig) -> StoredCon
         uuid.uuid4().hex,
     )
     assert record is not None
-    return _stored(record)
+    return stored_from_record(record)
 
 
 async def get(conn: Queryable, scope: str) -> StoredConfig:
@@ -87,7 +88,7 @@ async def get(conn: Queryable, scope: str) -> StoredConfig:
         raise NotFound(
             f"no bootstrap configuration for {'the default' if scope == DEFAULT_SCOPE else scope!r}"
         )
-    return _stored(record)
+    return stored_from_record(record)
 
 
 async def effective(conn: Queryable, endpoint: str) -> StoredConfig | None:
@@ -98,7 +99,7 @@ async def effective(conn: Queryable, endpoint: str) -> StoredConfig | None:
         endpoint,
         DEFAULT_SCOPE,
     )
-    return _stored(record) if record is not None else None
+    return stored_from_record(record) if record is not None else None
 
 
 async def delete(conn: Queryable, scope: str) -> None:
@@ -114,7 +115,7 @@ async def list_all(conn: Queryable, *, limit: int = 100) -> list[StoredConfig]:
     records = await conn.fetch(
         f"SELECT {_COLUMNS} FROM bootstrap_configs ORDER BY scope <> $1, scope LIMIT $2", DEFAULT_SCOPE, limit
     )
-    return [_stored(r) for r in records]
+    return [stored_from_record(r) for r in records]
 
 
 async def put_lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str, identity: str, key: bytes) -> None:
