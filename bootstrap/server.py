@@ -102,12 +102,15 @@ class BootstrapServer:
             self.bootstrapper,
             lambda: self.coap,
         )
-        plain = settings.coap_bind is not None
-        self.coap = await Context.create_server_context(
-            site, bind=settings.coap_bind, transports=["udp6"] if plain else []
-        )
         if settings.coap_bind is not None:
+            self.coap = await Context.create_server_context(
+                site, bind=settings.coap_bind, transports=["udp6"]
+            )
             log.info("listening", transport="coap", host=settings.coap_bind[0], port=settings.coap_bind[1])
+        else:
+            # Not create_server_context(transports=[]): aiocoap takes an empty list as "the defaults"
+            # and would listen on 5683. A bare context gets only the secure transports added below.
+            self.coap = Context(loop=asyncio.get_running_loop(), serversite=site)
         if settings.coaps_bind is not None or settings.coaps_tcp_bind is not None:
             credentials = (
                 load_files(settings.tls_cert_file, settings.tls_key_file)

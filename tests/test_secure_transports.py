@@ -429,3 +429,22 @@ async def test_trust_and_device_commands_reach_the_running_server(
     code, out = await cli("device", "list")
     assert f"ep-{unique}\tcli-{unique}" in out and "ab" * 16 not in out
     assert (await cli("device", "remove", f"ep-{unique}"))[0] == 0
+
+
+async def test_coap_off_binds_no_plain_coap_port(
+    database_url: str, master_key_b64: str, tmp_path: Path
+) -> None:
+    """--coap off really leaves 5683 (and every plain CoAP port) unbound; DTLS still serves."""
+    import psutil
+
+    from .conftest import make_settings
+
+    settings = make_settings(database_url, master_key_b64, tmp_path, coap_bind=None, admin_bind=None)
+    instance = BootstrapServer(settings)
+    await instance.start()
+    try:
+        ports = {c.laddr.port for c in psutil.Process().net_connections(kind="inet") if c.laddr}
+        assert 5683 not in ports
+        assert instance.dtls is not None and instance.dtls.address[1] in ports
+    finally:
+        await instance.stop(drain_seconds=1)
