@@ -1,7 +1,7 @@
 """``lwm2m-bootstrap apikey``: create, list and revoke admin API keys from the command line.
 
 The bootstrap helpers of :mod:`bootstrap.cli` are imported inside the commands, so importing this
-module from ``cli.py`` (``main.add_command(apikey)``) creates no import cycle. Key changes made here
+module from :mod:`bootstrap.cli` (``main.add_command(apikey)``) creates no import cycle. Key changes made here
 are written to the admin audit as the CLI (``cli:<user>``).
 """
 
