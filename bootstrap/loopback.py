@@ -61,6 +61,7 @@ def server_command(settings: Settings, coap_port: int, coaps_port: int | None) -
         "--coap", f"127.0.0.1:{coap_port}",
         "--coaps", f"127.0.0.1:{coaps_port}" if coaps_port else "off",
         "--coaps-tcp", "off",
+        "--admin", "off",
         "--log-format", "json",
         "--log-level", "warning",
         "--workers", str(settings.workers),

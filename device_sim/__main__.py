@@ -3,6 +3,12 @@
 Over ``coaps://`` each device handshakes with factory credentials from the simulator's test
 manufacturer CA (``--factory-dir``), or with a PSK (``--psk``). With ``--data-dir`` or
 ``--database-url`` (the server's storage) the simulator registers that CA, and the PSKs, itself.
+
+Load shapes: closed loop (default; ``--concurrency`` devices in flight) or open loop (``--rate R``
+device arrivals per second, Poisson by default or ``--arrival fixed``, at most ``--concurrency`` in
+flight: arrivals beyond it are shed and counted as failures). ``--processes P`` spreads the fleet over
+P simulator processes and merges their reports. ``--plot FILE.png`` draws latency and throughput
+over time (needs matplotlib: the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ from cryptography import x509
 from rich.console import Console
 
 from .fleet import FleetOptions, run_fleet, wait_until_accepted
+from .multiproc import run_fleet_processes_sync
 from .provisioning import FactoryCa, register
+from .report import PlotUnavailable, ensure_plotting, plot_timeline
+
+#: In-flight cap of the open loop when ``--concurrency`` is not given.
+OPEN_LOOP_DEFAULT_CAP = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +36,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m device_sim", description=__doc__)
     parser.add_argument("--server", required=True, help="coap://HOST:PORT (development) or coaps://HOST:PORT")
     parser.add_argument("--devices", type=int, default=100, help="number of simulated devices (default 100)")
-    parser.add_argument("--concurrency", type=int, default=20, help="devices in flight at once (default 20)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="devices in flight at once (closed loop, default 20); with --rate, the in-flight cap "
+        f"beyond which arrivals are shed (default {OPEN_LOOP_DEFAULT_CAP})",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: device arrivals per second over all processes (default: closed loop)",
+    )
+    parser.add_argument(
+        "--arrival",
+        choices=["poisson", "fixed"],
+        default="poisson",
+        help="open-loop schedule: poisson (exponential gaps, mean 1/RATE) or fixed (1/RATE apart); "
+        "default poisson",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the Poisson schedule")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="simulator processes, each with a slice of the devices"
+    )
+    parser.add_argument(
+        "--key-pool", type=int, default=64, help="distinct device keys, reused round-robin (default 64)"
+    )
+    parser.add_argument(
+        "--no-key-cache",
+        action="store_true",
+        help="generate device keys in memory instead of caching them in FACTORY_DIR/keys-p256.pem",
+    )
     parser.add_argument(
         "--est-root",
         default="/est",
@@ -57,10 +99,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="server data dir: register CA/PSKs there")
     parser.add_argument("--database-url", default=None, help="server database: register CA/PSKs there")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON to FILE")
+    parser.add_argument(
+        "--json-timeline",
+        action="store_true",
+        help="with --json: add the timeline (per-second buckets and every completion)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="draw latency p50/p99 and throughput over time to FILE.png"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.devices < 1 or args.concurrency < 1:
-        parser.error("--devices and --concurrency must be at least 1")
+    if args.concurrency is None:
+        args.concurrency = 20 if args.rate is None else OPEN_LOOP_DEFAULT_CAP
+    if args.devices < 1 or args.concurrency < 1 or args.processes < 1 or args.key_pool < 1:
+        parser.error("--devices, --concurrency, --processes and --key-pool must be at least 1")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be positive")
+    if args.plot is not None:
+        try:
+            ensure_plotting()
+        except PlotUnavailable as exc:
+            print(f"python -m device_sim: {exc}", file=sys.stderr)
+            return 2
     console = Console()
     factory = FactoryCa.load_or_create(args.factory_dir) if args.server.startswith("coaps://") else None
     options = FleetOptions(
@@ -75,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         factory=factory,
         psk=args.psk,
         flow=args.flow,
+        rate=args.rate,
+        arrival=args.arrival,
+        seed=args.seed,
+        key_pool=args.key_pool,
+        key_cache=None if args.no_key_cache else args.factory_dir,
         server_trust=tuple(x509.load_pem_x509_certificates(args.server_ca.read_bytes()))
         if args.server_ca
         else (),
@@ -91,13 +156,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         asyncio.run(wait_until_accepted(options))
-        report = asyncio.run(run_fleet(options))
+        if args.processes > 1:
+            report = run_fleet_processes_sync(options, args.processes)
+        else:
+            report = asyncio.run(run_fleet(options))
     except Exception as exc:
         console.print(f"[red]fleet could not start:[/red] {type(exc).__name__}: {exc}")
         return 2
     report.render(console)
     if args.json:
-        report.write_json(args.json)
+        report.write_json(args.json, timeline=args.json_timeline)
+    if args.plot:
+        plot_timeline(report, args.plot, title=f"{args.flow} over {args.server}")
+        console.print(f"plot written to {args.plot}")
     return 0 if report.failed == 0 else 1
 
 
