@@ -8,7 +8,8 @@ What is measured (keys of the JSON report):
   certificate, in a loop on one core: the least any Python issuer can spend per certificate.
 * ``cfssl_cpu_ms_per_cert``: the real ``cfssl serve`` signing the same kind of CSR over HTTP
   (authsign): its process CPU divided by certificates.
-* ``handshake_cpu_ms``: server CPU per DTLS certificate-mode handshake (each followed by one GET).
+* ``handshake_cpu_ms``, ``handshake_psk_cpu_ms``: server CPU per DTLS handshake in certificate and
+  in PSK mode (each followed by one GET; PSK keys are fetched from Postgres on first use).
 * ``est_certs_per_s``, ``est_cpu_ms_per_cert``: EST enrollment over already established DTLS
   sessions through the built-in CA: certificates per wall second, server CPU per certificate.
 * ``rss_mib_per_1k_sessions``: server memory per thousand idle DTLS sessions.
@@ -46,7 +47,7 @@ from rich.table import Table
 from ca_backends import IssuerConfig, SignRequest
 from ca_backends.builtin import BuiltinBackend
 from device_sim.fleet import FleetOptions, run_fleet
-from device_sim.provisioning import FactoryCa
+from device_sim.provisioning import FactoryCa, register
 from device_sim.sessions import enroll_repeatedly, open_sessions
 
 from . import builtin_ca, logs
@@ -280,8 +281,6 @@ def psk_journey(server: LoopbackServer, options: FleetOptions) -> tuple[float, f
 
 def measure_scale(settings: Settings, plan: BenchPlan, console: Console) -> dict[str, Any]:
     """The PSK journey on a small database, then among ``plan.scale`` endpoints."""
-    from device_sim.provisioning import register
-
     results: dict[str, Any] = {"scale_endpoints": plan.scale}
     factory = FactoryCa.load_or_create(settings.data_dir / "device-sim")
     server = LoopbackServer(settings)
@@ -351,6 +350,23 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             before = server.cpu_seconds()
             opened = await open_sessions(options, plan.handshakes)
             results["handshake_cpu_ms"] = round((server.cpu_seconds() - before) * 1000 / plan.handshakes, 3)
+            await opened.close()
+
+            console.print(f"  {plan.handshakes} DTLS handshakes, PSK ...")
+            options = FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-hs-psk", "psk": True})
+            assert options.factory is not None
+            await register(
+                options.factory,
+                database_url=settings.database_url,
+                data_dir=settings.data_dir,
+                psk_endpoints=[f"bench-hs-psk-{i:07d}" for i in range(plan.handshakes)],
+                master_key_file=settings.master_key_file,
+            )
+            before = server.cpu_seconds()
+            opened = await open_sessions(options, plan.handshakes)
+            results["handshake_psk_cpu_ms"] = round(
+                (server.cpu_seconds() - before) * 1000 / plan.handshakes, 3
+            )
             await opened.close()
 
             count = plan.est_sessions * plan.est_per_session

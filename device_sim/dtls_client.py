@@ -323,6 +323,9 @@ class _ClientSession(asyncio.DatagramProtocol):
         )
         self.address = DtlsClientAddress(self)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Closing a session nobody awaits (a context shut down after its request) fails this
+        # future; mark the exception as seen so asyncio does not report it as lost.
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.transport: asyncio.DatagramTransport | None = None
         self.sockname: tuple[Any, ...] | None = None
         self._timer: asyncio.TimerHandle | None = None
