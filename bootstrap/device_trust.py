@@ -49,6 +49,8 @@ class DeviceTrust:
         self._psk: OrderedDict[str, devices.PskCredential | None] = OrderedDict()
         self._psk_capacity = psk_cache_size
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._psk_generation = 0
         #: Increases on every reload of the trust anchors (transports rebuild their stores on change).
         self.version = 0
         if listener is not None:
@@ -76,7 +78,11 @@ class DeviceTrust:
     async def prefetch_psk(self, identity: bytes) -> None:
         """Fetch one identity's credential (or its absence) into the cache."""
         name = identity.decode("utf-8", "replace")
-        credential = await devices.by_identity(self._pool, self._box, name)
+        for _ in range(3):  # a change notified while we read: read again rather than cache it stale
+            generation = self._psk_generation
+            credential = await devices.by_identity(self._pool, self._box, name)
+            if generation == self._psk_generation:
+                break
         self._psk[name] = credential
         self._psk.move_to_end(name)
         while len(self._psk) > self._psk_capacity:
@@ -95,15 +101,19 @@ class DeviceTrust:
     async def reload_trust(self) -> None:
         """Re-read the trust anchors: factory CAs (service ``bootstrap``), CAs trusted for LwM2M
         (service ``lwm2m``) and the built-in CA, whose certificates devices present for ``sren``."""
-        anchors = await trust.active_certificates(self._pool, "bootstrap")
-        anchors += await trust.active_certificates(self._pool, "lwm2m")
-        anchors += await builtin_store.active_chain(self._pool)
-        self._cas = tuple(dict.fromkeys(anchors))
-        self.version += 1
+        # One reload at a time, in the order they were asked for (asyncio.Lock is FIFO): a reload
+        # that read before a change can then never land after one that read after it.
+        async with self._reload_lock:
+            anchors = await trust.active_certificates(self._pool, "bootstrap")
+            anchors += await trust.active_certificates(self._pool, "lwm2m")
+            anchors += await builtin_store.active_chain(self._pool)
+            self._cas = tuple(dict.fromkeys(anchors))
+            self.version += 1
         log.info("trust anchors loaded", count=len(self._cas))
 
     def _on_psk_change(self, payload: str | None) -> None:
         """An identity changed (payload) or anything may have (reconnect): forget it / everything."""
+        self._psk_generation += 1
         if payload is None:
             self._psk.clear()
         else:

@@ -60,6 +60,8 @@ class IssuerDirectory:
         if listener is not None:
             listener.subscribe(CHANNEL, lambda _payload: self.invalidate())
         self._services: dict[str, ResolvedIssuer] = {}
+        #: Bumped by every invalidation; lookups that began before one do not fill the cache.
+        self._generation = 0
         self._backends: dict[tuple[str | None, str | None], CaBackend] = {}
         self._builtin: tuple[int, BuiltinBackend] | None = None
         self._lock = asyncio.Lock()
@@ -85,6 +87,7 @@ class IssuerDirectory:
 
     def invalidate(self) -> None:
         """Forget every service mapping (called on NOTIFY)."""
+        self._generation += 1
         self._services.clear()
         self._builtin = None
 
@@ -96,6 +99,8 @@ class IssuerDirectory:
             return cached
         self.misses += 1
         async with self._lock:
+            # A change notified while we read must not be overwritten by what we read before it.
+            generation = self._generation
             row = await service_issuer(self._pool, service)
             if row is None:
                 raise NotFound(f"no certificate issuer configuration for service {service!r}")
@@ -119,12 +124,14 @@ class IssuerDirectory:
                 resolved = ResolvedIssuer(
                     service, row.issuer_id, row.issuer_name, row.issuer_type, backend_or_none
                 )
-            self._services[service] = resolved
+            if generation == self._generation:
+                self._services[service] = resolved
             return resolved
 
     async def _load_builtin(self) -> BuiltinBackend:
         if self._builtin is not None:
             return self._builtin[1]
+        generation = self._generation
         active = await builtin_store.ensure(self._pool, self._box)
         config = IssuerConfig(
             issuer_id=None,
@@ -133,7 +140,8 @@ class IssuerDirectory:
             credentials={KEY_FIELD: key_pem(active.issuing_key).decode()},
         )
         backend = BuiltinBackend.from_config(config)
-        self._builtin = (active.generation, backend)
+        if generation == self._generation:
+            self._builtin = (active.generation, backend)
         return backend
 
     def _make_backend(
