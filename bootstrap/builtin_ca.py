@@ -78,15 +78,32 @@ def generate(*, now: dt.datetime, organization: str, label: str, serials: tuple[
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
         .sign(root_key, hashes.SHA256())
     )
+    issuing, issuing_key = new_issuing_ca(
+        root, root_key, now=now, organization=organization, label=label, serial=serials[1]
+    )
+    return CaMaterial(root, root_key, issuing, issuing_key)
+
+
+def new_issuing_ca(
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    *,
+    now: dt.datetime,
+    organization: str,
+    label: str,
+    serial: int,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """An issuing intermediate (path length 0) under ``root``: the first one, or a rollover's."""
+    start = now - dt.timedelta(hours=1)
     issuing_key = ec.generate_private_key(ec.SECP256R1())
     issuing = (
         x509.CertificateBuilder()
         .subject_name(_name(f"LwM2M Bootstrap Issuing CA {label}", organization))
-        .issuer_name(root_name)
+        .issuer_name(root.subject)
         .public_key(issuing_key.public_key())
-        .serial_number(serials[1])
+        .serial_number(serial)
         .not_valid_before(start)
-        .not_valid_after(start + ISSUING_VALIDITY)
+        .not_valid_after(min(start + ISSUING_VALIDITY, root.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(issuing_key.public_key()), critical=False)
@@ -95,7 +112,7 @@ def generate(*, now: dt.datetime, organization: str, label: str, serials: tuple[
         )
         .sign(root_key, hashes.SHA256())
     )
-    return CaMaterial(root, root_key, issuing, issuing_key)
+    return issuing, issuing_key
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -107,6 +107,7 @@ class DeviceTrust:
             anchors = await trust.active_certificates(self._pool, "bootstrap")
             anchors += await trust.active_certificates(self._pool, "lwm2m")
             anchors += await builtin_store.active_chain(self._pool)
+            anchors += await builtin_store.retired_issuing(self._pool)
             self._cas = tuple(dict.fromkeys(anchors))
             self.version += 1
         log.info("trust anchors loaded", count=len(self._cas))

@@ -41,6 +41,30 @@ def ca_export(**values: Any) -> None:
         click.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
 
 
+@ca.command("rotate")
+@storage_options
+def ca_rotate(**values: Any) -> None:
+    """Roll the built-in CA over to a new issuing intermediate under the same root.
+
+    Devices keep trusting the same root; certificates the old intermediate signed stay valid and
+    usable (it remains a trust anchor until it expires). Running servers switch at once.
+    """
+
+    async def body(settings: Settings) -> tuple[ActiveBuiltinCa, Any]:
+        from ..server import open_secret_box
+        from ..store import builtin_ca
+
+        box = open_secret_box(settings)
+        async with database_for(settings) as database:
+            return await builtin_ca.rotate_issuing(database.pool, box)
+
+    active, previous = run_with_settings(values, body)
+    click.echo(
+        f"retired: {previous.subject.rfc4514_string()} (valid until {previous.not_valid_after_utc.date()})"
+    )
+    click.echo(f"active:  {active.chain[0].subject.rfc4514_string()} (generation {active.generation})")
+
+
 @main.group()
 def certificates() -> None:
     """Issued certificates (the audit)."""
