@@ -27,6 +27,8 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
+from bootstrap.coap.dtls_transport import ForgivingRecentMessages, forgive_recent_messages
+
 __all__ = [
     "CertificateCredentials",
     "ClientContext",
@@ -481,6 +483,9 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
     async def shutdown(self) -> None:
         """aiocoap: close_notify every session and close the sockets."""
         self._shut = True
+        recent = getattr(self._mman, "_recent_messages", None)
+        if isinstance(recent, ForgivingRecentMessages):
+            recent.clear()  # the device is gone: don't keep its exchanges alive for 247 s
         self._mman = None
         for session in list(self._sessions.values()):
             session.close()
@@ -503,6 +508,7 @@ async def add_dtls_client_transport(
     created: list[DtlsClientTransport] = []
 
     async def construct(mman: Any) -> DtlsClientTransport:
+        forgive_recent_messages(mman)
         transport = DtlsClientTransport(
             mman, credentials, mtu=mtu, handshake_timeout=handshake_timeout, cipher_suites=cipher_suites
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -87,6 +88,32 @@ class DtlsSessionClosed(error.NetworkError):  # type: ignore[misc]
     """The DTLS session a message belonged to has ended (idle, replaced, evicted, shutdown...)."""
 
 
+class ForgivingRecentMessages(dict[Any, Any]):
+    """aiocoap's deduplication memory (``MessageManager._recent_messages``, RFC 7252 §4.5), whose
+    expiry timers tolerate an entry removed early.
+
+    aiocoap keeps every request's message id, with its response, for EXCHANGE_LIFETIME (247 s) and
+    pops it from a timer. Once a DTLS session is closed nothing can match those entries again, yet
+    they keep the session's endpoint and responses alive for four minutes: at a hundred devices a
+    second that is tens of thousands of dead sessions, and ever slower garbage collections. The
+    transport drops a closed session's entries; the timer then finds nothing, which is fine.
+    """
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        return super().pop(key, *default) if default else super().pop(key, None)
+
+
+def forgive_recent_messages(mman: Any) -> ForgivingRecentMessages | None:
+    """Install :class:`ForgivingRecentMessages` in an aiocoap message manager (aiocoap 0.4.17)."""
+    recent = getattr(mman, "_recent_messages", None)
+    if isinstance(recent, ForgivingRecentMessages):
+        return recent
+    if isinstance(recent, dict):
+        mman._recent_messages = ForgivingRecentMessages(recent)
+        return mman._recent_messages  # type: ignore[no-any-return]
+    return None
+
+
 class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
     """A peer reached through one DTLS session. Compares by identity: one object per session."""
 
@@ -104,6 +131,9 @@ class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         self._session = session
         self._identity = identity
         self._hostinfo: str = hostportjoin(str(session.peer[0]), int(session.peer[1]))
+        #: Message ids of requests received on this session (the newest few hundred), so their
+        #: deduplication entries can be dropped when the session ends.
+        self.request_mids: deque[int] = deque(maxlen=512)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._hostinfo} {self._identity.kind}:{self._identity.name!r}>"
@@ -162,6 +192,13 @@ class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         """Encrypt and send one CoAP message (used by the message interface)."""
         self._interface.send_plaintext(self._session, data)
 
+    def release(self) -> None:
+        """The session ended: keep the name, drop the certificate. aiocoap's pending expiry timers
+        may hold this address for minutes; it should not hold the certificate that long."""
+        light = DeviceIdentity(kind=self._identity.kind, name=self._identity.name)
+        self._identity = light
+        self._session.identity = light
+
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
     def __init__(self, interface: DtlsMessageInterface) -> None:
@@ -203,6 +240,7 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         self.hostinfo_local: str = ""
         self.engine: DtlsServerEngine | None = None
         self._held: dict[PeerAddress, list[bytes]] = {}
+        self._recent: ForgivingRecentMessages | None = None
         # Decided once: isinstance() against a runtime-checkable Protocol is slow per datagram.
         self._prefetcher: PskPrefetcher | None = trust if isinstance(trust, PskPrefetcher) else None
         self._fetches: set[asyncio.Task[None]] = set()
@@ -213,6 +251,7 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     ) -> DtlsMessageInterface:
         """Bind the socket and build the engine."""
         self = cls(mman, settings, trust)
+        self._recent = forgive_recent_messages(mman)
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _DatagramProtocol(self),
             local_addr=settings.bind,
@@ -338,6 +377,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         except error.UnparsableMessage:
             log.info("dtls.unparsable_coap", peer=session.peer, size=len(data))
             return
+        if message.code.is_request():
+            remote.request_mids.append(message.mid)
         try:
             self._mman.dispatch_message(message)
         except Exception:  # keep the engine consistent whatever the CoAP layer does
@@ -352,6 +393,11 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
             metrics.observe_handshake("unknown", "failed")
         if self._mman is not None and isinstance(remote, DtlsEndpointAddress):
             self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
+        if isinstance(remote, DtlsEndpointAddress):
+            if self._recent is not None:
+                for mid in remote.request_mids:  # nothing can repeat these any more
+                    self._recent.pop((remote, mid), None)
+            remote.release()
 
     # -- aiocoap MessageInterface -------------------------------------------------------------------
 
