@@ -4,6 +4,7 @@ taken in the same run, on the same machine.
 What is measured (keys of the JSON report):
 
 * ``openssl_sign_per_s``, ``openssl_verify_per_s``: P-256 ECDSA with ``openssl speed`` (one core).
+* ``issue_template_ms``: the same with the built-in CA's DER template instead of the builder.
 * ``issue_floor_ms``: ``cryptography`` parsing and verifying a CSR, then building and signing a
   certificate, in a loop on one core: the least any Python issuer can spend per certificate.
 * ``cfssl_cpu_ms_per_cert``: the real ``cfssl serve`` signing the same kind of CSR over HTTP
@@ -45,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ca_backends import IssuerConfig, SignRequest
-from ca_backends.builtin import BuiltinBackend
+from ca_backends.leaf_template import LeafTemplate, build_with_cryptography
 from device_sim.fleet import FleetOptions, run_fleet
 from device_sim.provisioning import FactoryCa, register
 from device_sim.sessions import enroll_repeatedly, open_sessions
@@ -89,8 +90,12 @@ def openssl_speed(seconds: int = 2) -> tuple[float | None, float | None]:
     return float(match.group(1)), float(match.group(2))
 
 
-def issue_floor_ms(seconds: float) -> float:
-    """ms of one core per (parse + verify CSR, build + sign certificate) with ``cryptography``."""
+def issue_floor_ms(seconds: float, *, template: bool = False) -> float:
+    """ms of one core per (parse + verify CSR, build + sign certificate).
+
+    With ``cryptography``'s certificate builder this is the issue's ``issue_floor_ms``; with
+    ``template`` it is the built-in CA's own way (:mod:`ca_backends.leaf_template`), the same
+    certificate assembled from pre-encoded parts."""
     ca = builtin_ca.generate(now=dt.datetime.now(dt.UTC), organization="bench", label="F", serials=(1, 2))
     key = ec.generate_private_key(ec.SECP256R1())
     der = (
@@ -99,32 +104,28 @@ def issue_floor_ms(seconds: float) -> float:
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )
-    backend = BuiltinBackend(ca.issuing_key, ca.chain)
+    leaf = LeafTemplate(ca.issuing_key, ca.chain[0].subject)
     now = dt.datetime.now(dt.UTC)
-
-    async def loop() -> int:
-        count = 0
-        deadline = time.process_time() + seconds
-        while time.process_time() < deadline:
-            csr = x509.load_der_x509_csr(der)
-            assert csr.is_signature_valid
-            await backend.sign(
-                SignRequest(
-                    csr=csr,
-                    subject=csr.subject,
-                    common_name="bench",
-                    not_before=now,
-                    not_after=now + dt.timedelta(days=1),
-                    serial_number=count + 1,
-                    service="LWM2M",
-                    request_id="bench",
-                )
-            )
-            count += 1
-        return count
-
+    count = 0
     started = time.process_time()
-    count = asyncio.run(loop())
+    deadline = started + seconds
+    while time.process_time() < deadline:
+        csr = x509.load_der_x509_csr(der)
+        assert csr.is_signature_valid
+        public_key = csr.public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        fields: dict[str, Any] = {
+            "subject": csr.subject,
+            "public_key": public_key,
+            "serial_number": count + 1,
+            "not_before": now,
+            "not_after": now + dt.timedelta(days=1),
+        }
+        if template:
+            leaf.sign(**fields)
+        else:
+            build_with_cryptography(issuer_key=ca.issuing_key, issuer_name=ca.chain[0].subject, **fields)
+        count += 1
     return (time.process_time() - started) * 1000 / count
 
 
@@ -420,6 +421,7 @@ def run_bench(settings: Settings, *, plan: BenchPlan, json_path: Path | None) ->
     logs.configure(settings.log_format, "error")  # the CA clients' retry lines while cfssl starts
     results["openssl_sign_per_s"], results["openssl_verify_per_s"] = openssl_speed()
     results["issue_floor_ms"] = round(issue_floor_ms(plan.floor_seconds), 3)
+    results["issue_template_ms"] = round(issue_floor_ms(plan.floor_seconds, template=True), 3)
     cfssl = cfssl_cpu_ms_per_cert(plan.cfssl_certs)
     results["cfssl_cpu_ms_per_cert"] = round(cfssl, 3) if cfssl is not None else None
     console.print("server on loopback ...")

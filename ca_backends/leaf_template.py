@@ -1,0 +1,222 @@
+"""The built-in CA's device certificate, assembled from a DER template instead of a builder.
+
+Every certificate the built-in CA issues has the same shape: the same issuer, signature algorithm
+and extensions (only the subject key identifier varies, and it follows from the key). What changes
+per certificate is the serial number, the validity, the subject and the public key. So the constant
+parts are encoded once, with ``cryptography`` (each extension's own ``public_bytes()``), and a
+certificate is the concatenation of those bytes with the four variable fields, signed with the
+issuing key. ``cryptography``'s ``CertificateBuilder`` builds the same bytes but re-validates and
+re-encodes everything per call, which cost about as much as the ECDSA signature and the CSR
+verification together (see ``lwm2m-bootstrap bench``: ``issue_floor_ms`` is the builder path).
+
+The output is byte-for-byte the TBSCertificate that :func:`build_with_cryptography` produces for
+the same inputs; ``tests/test_leaf_template.py`` checks that over many inputs, so the two cannot
+drift apart silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+__all__ = ["LeafTemplate", "build_with_cryptography", "leaf_extensions"]
+
+# DER encodings (X.690) used below.
+_SEQUENCE = 0x30
+_INTEGER = 0x02
+_BIT_STRING = 0x03
+_OCTET_STRING = 0x04
+_UTC_TIME = 0x17
+_GENERALIZED_TIME = 0x18
+#: [0] EXPLICIT INTEGER 2: version v3 (RFC 5280 §4.1.2.1).
+_VERSION_V3 = bytes.fromhex("a003020102")
+#: AlgorithmIdentifier ecdsa-with-SHA256 (RFC 5758 §3.2: parameters absent).
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+#: BOOLEAN TRUE, the ``critical`` flag (FALSE is the DEFAULT and so omitted in DER).
+_CRITICAL = bytes.fromhex("0101ff")
+#: id-ce-subjectKeyIdentifier (2.5.29.14) as an encoded OID.
+_OID_SKI = bytes.fromhex("0603551d0e")
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _length(size: int) -> bytes:
+    """DER definite length (X.690 §8.1.3)."""
+    if size < 0x80:
+        return bytes((size,))
+    encoded = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(encoded),)) + encoded
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes((tag,)) + _length(len(content)) + content
+
+
+def _integer(value: int) -> bytes:
+    """A non-negative INTEGER in the fewest octets (a leading zero only when the top bit is set)."""
+    return _tlv(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _time(moment: dt.datetime) -> bytes:
+    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, in UTC."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    if moment.year < 1950:
+        raise ValueError("certificate times before 1950 cannot be encoded (RFC 5280 §4.1.2.5)")
+    if moment.year < 2050:
+        return _tlv(_UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode())
+    return _tlv(_GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode())
+
+
+def _extension(oid: x509.ObjectIdentifier, critical: bool, value: x509.ExtensionType) -> bytes:
+    """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }."""
+    oid_der = _oid(oid)
+    return _tlv(
+        _SEQUENCE, oid_der + (_CRITICAL if critical else b"") + _tlv(_OCTET_STRING, value.public_bytes())
+    )
+
+
+def _oid(oid: x509.ObjectIdentifier) -> bytes:
+    arcs = [int(part) for part in oid.dotted_string.split(".")]
+    body = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body.extend(reversed(chunk))
+    return _tlv(0x06, bytes(body))
+
+
+def leaf_extensions(
+    issuer_key: ec.EllipticCurvePublicKey,
+) -> tuple[tuple[x509.ExtensionType, bool], ...]:
+    """The extensions of a device certificate, in order, with their criticality, except the
+    subject key identifier (which depends on the device key and comes fourth)."""
+    return (
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        ),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        # AKI = the issuing CA's SKI (RFC 5280 §4.2.1.1).
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), False),
+    )
+
+
+def build_with_cryptography(
+    *,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer_name: x509.Name,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    serial_number: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    """The same certificate through ``cryptography``'s builder: the reference the template is
+    tested against, and the ``issue_floor_ms`` baseline of the benchmark."""
+    head = leaf_extensions(issuer_key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(serial_number)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for value, critical in head[:3]:
+        builder = builder.add_extension(value, critical=critical)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    builder = builder.add_extension(head[3][0], critical=head[3][1])
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class LeafTemplate:
+    """Signs device certificates for one issuing CA (key and name fixed when created)."""
+
+    def __init__(self, issuer_key: ec.EllipticCurvePrivateKey, issuer_name: x509.Name) -> None:
+        if not isinstance(issuer_key.curve, ec.SECP256R1):
+            # The signature AlgorithmIdentifier below is ecdsa-with-SHA256, the LwM2M choice.
+            raise ValueError("the leaf template signs with a P-256 key")
+        self._key = issuer_key
+        self._head = _VERSION_V3
+        self._issuer = issuer_name.public_bytes()
+        extensions = [
+            _extension(value.oid, critical, value)
+            for value, critical in leaf_extensions(issuer_key.public_key())
+        ]
+        self._extensions_before_ski = b"".join(extensions[:3])
+        self._extensions_after_ski = extensions[3]
+
+    def tbs_certificate(
+        self,
+        *,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        serial_number: int,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> bytes:
+        """The DER TBSCertificate (RFC 5280 §4.1) for these variable fields."""
+        if serial_number <= 0:
+            raise ValueError("serial numbers are positive (RFC 5280 §4.1.2.2)")
+        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        point = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        # SKI method 1 of RFC 5280 §4.2.1.2: SHA-1 of the subjectPublicKey BIT STRING's value.
+        ski = _tlv(
+            _SEQUENCE,
+            _OID_SKI + _tlv(_OCTET_STRING, _tlv(_OCTET_STRING, hashlib.sha1(point).digest())),  # noqa: S324
+        )
+        extensions = self._extensions_before_ski + ski + self._extensions_after_ski
+        return _tlv(
+            _SEQUENCE,
+            self._head
+            + _integer(serial_number)
+            + _ECDSA_WITH_SHA256
+            + self._issuer
+            + _tlv(_SEQUENCE, _time(not_before) + _time(not_after))
+            + subject.public_bytes()
+            + spki
+            + _tlv(0xA3, _tlv(_SEQUENCE, extensions)),
+        )
+
+    def sign(
+        self,
+        *,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        serial_number: int,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> x509.Certificate:
+        """Assemble, sign (ECDSA with SHA-256) and return the certificate."""
+        tbs = self.tbs_certificate(
+            subject=subject,
+            public_key=public_key,
+            serial_number=serial_number,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        signature = self._key.sign(tbs, _ECDSA_SHA256)
+        der = _tlv(_SEQUENCE, tbs + _ECDSA_WITH_SHA256 + _tlv(_BIT_STRING, b"\x00" + signature))
+        return x509.load_der_x509_certificate(der)
