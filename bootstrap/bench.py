@@ -51,7 +51,7 @@ from device_sim.fleet import FleetOptions, run_fleet
 from device_sim.provisioning import FactoryCa, register
 from device_sim.sessions import enroll_repeatedly, open_sessions
 
-from . import builtin_ca, logs
+from . import builtin_ca, event_loop, logs
 from .config import Settings
 from .loopback import LoopbackServer, provision
 
@@ -273,7 +273,7 @@ async def populate(settings: Settings, factory: FactoryCa, count: int, prefix: s
 def psk_journey(server: LoopbackServer, options: FleetOptions) -> tuple[float, float]:
     """Devices/s and server CPU ms per device of a PSK journey."""
     before = server.cpu_seconds()
-    report = asyncio.run(run_fleet(options))
+    report = event_loop.run(run_fleet(options))
     used = server.cpu_seconds() - before
     if report.failed:
         raise RuntimeError(f"PSK journey failed: {dict(report.failures)}")
@@ -384,7 +384,7 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             results["est_p99_ms"] = report.as_dict()["p99_ms"]
             results["est_failed"] = report.failed
 
-        asyncio.run(sessions_phase())
+        event_loop.run(sessions_phase())
         console.print(f"  full journey, {plan.journey_devices} devices ...")
         options = FleetOptions(
             **{
@@ -395,7 +395,7 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             }
         )
         before = server.cpu_seconds()
-        report = asyncio.run(run_fleet(options))
+        report = event_loop.run(run_fleet(options))
         used = server.cpu_seconds() - before
         summary = report.as_dict()
         results["journey_devices_per_s"] = summary["per_second"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from device_sim.fleet import FleetOptions, run_fleet
 from device_sim.provisioning import FactoryCa
 
-from . import logs
+from . import event_loop, logs
 from .config import Settings
 from .loopback import LoopbackServer, provision
 
@@ -59,7 +59,7 @@ def run_demo(
         mode = MODES[transport]
         what = "bootstrapping and enrolling" if options.flow == "bootstrap" else "enrolling"
         console.print(f"{what} {devices} simulated devices over {mode} (concurrency {concurrency}) ...")
-        report = asyncio.run(run_fleet(options))
+        report = event_loop.run(run_fleet(options))
         cpu_used = server.cpu_seconds() - cpu_before
         report.extra["transport"] = mode
         report.extra["flow"] = "bootstrap + EST" if options.flow == "bootstrap" else "EST only"

@@ -7,12 +7,15 @@ and asks this module what the request means and how to encode the answer. Nothin
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca_backends import der
 
 from .errors import BadRequest, NotAcceptable, NotFound, UnsupportedContentFormat
 
@@ -137,12 +140,41 @@ def _self_signed(certificate: x509.Certificate) -> bool:
     return certificate.issuer == certificate.subject
 
 
+#: ContentInfo.contentType id-signedData and EncapsulatedContentInfo for id-data (RFC 5652 §3, §5.2).
+_ID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+_DATA_CONTENT = bytes.fromhex("300b06092a864886f70d010701")
+#: SignedData.version 1, empty digestAlgorithms (RFC 5652 §5.1): a certs-only message signs nothing.
+_SIGNED_DATA_HEAD = bytes.fromhex("0201013100") + _DATA_CONTENT
+_EMPTY_SIGNER_INFOS = bytes.fromhex("3100")
+
+
+def pkcs7_certs_only(certificates: Sequence[bytes]) -> bytes:
+    """A degenerate SignedData carrying DER ``certificates`` (application/pkcs7-mime;
+    smime-type=certs-only, RFC 8551 §3.2.2), encoded as ``cryptography``'s
+    ``pkcs7.serialize_certificates`` encodes it (the certificates as a DER SET OF, so in DER
+    order rather than the given one), without re-encoding every certificate per answer."""
+    if not certificates:
+        raise ValueError("a certs-only message carries at least one certificate")
+    signed_data = der.tlv(
+        der.SEQUENCE,
+        _SIGNED_DATA_HEAD + der.tlv(der.context(0), b"".join(sorted(certificates))) + _EMPTY_SIGNER_INFOS,
+    )
+    return der.tlv(der.SEQUENCE, _ID_SIGNED_DATA + der.tlv(der.context(0), signed_data))
+
+
 def encode_enrolled(fmt: int, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> bytes:
     """An enrollment answer: PKCS#7 certs-only with the leaf and the intermediates (roots are left
     to ``crts``), or the leaf alone as DER for 287."""
+    leaf_der = leaf.public_bytes(Encoding.DER)
     if fmt == PKIX_CERT:
-        return leaf.public_bytes(Encoding.DER)
-    return pkcs7.serialize_certificates([leaf, *(c for c in chain if not _self_signed(c))], Encoding.DER)
+        return leaf_der
+    return pkcs7_certs_only([leaf_der, *_intermediates(tuple(chain))])
+
+
+@functools.lru_cache(maxsize=64)
+def _intermediates(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+    """The DER of the chain's certificates that are not roots (a few chains, asked for per answer)."""
+    return tuple(c.public_bytes(Encoding.DER) for c in chain if not _self_signed(c))
 
 
 def encode_ca_certificates(fmt: int, chain: Sequence[x509.Certificate]) -> bytes:
@@ -151,4 +183,4 @@ def encode_ca_certificates(fmt: int, chain: Sequence[x509.Certificate]) -> bytes
         raise NotFound("no CA certificates are known for this service")
     if fmt == PKIX_CERT:
         return chain[-1].public_bytes(Encoding.DER)
-    return pkcs7.serialize_certificates(list(chain), Encoding.DER)
+    return pkcs7_certs_only([c.public_bytes(Encoding.DER) for c in chain])

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import signal
 from typing import Any
 
 import structlog
 from aiocoap import Context
 
+from . import event_loop
 from .bootstrapper import Bootstrapper
 from .coap.dtls_transport import DtlsServer, DtlsServerSettings, start_dtls_server
+from .coap.est_resource import EstEndpoint
 from .coap.identity import IdentityResolver
 from .coap.site import build_site
 from .coap.tls_transport import start_tls_server
@@ -62,6 +65,7 @@ class BootstrapServer:
     async def start(self) -> None:
         """Open storage, load the CA, bind the transports."""
         settings = self.settings
+        log.info("starting", event_loop=event_loop.implementation(), pid=os.getpid())
         box = open_secret_box(settings)
         self.database = await open_database(settings, min_size=2, max_size=10)
         pool = self.database.pool
@@ -96,9 +100,11 @@ class BootstrapServer:
             enroller=self.enroller,
             allow_unauthenticated=settings.insecure_coap_enrollment,
         )
+        identify = IdentityResolver(self.trust.endpoint_for_psk_identity)
+        est_endpoint = EstEndpoint(self.enroller, identify)
         site = build_site(
-            self.enroller,
-            IdentityResolver(self.trust.endpoint_for_psk_identity),
+            est_endpoint,
+            identify,
             self.bootstrapper,
             lambda: self.coap,
         )
@@ -130,6 +136,7 @@ class BootstrapServer:
                         reuse_port=settings.reuse_port,
                     ),
                     self.trust,
+                    est=est_endpoint,
                 )
                 host, port = self.dtls.address
                 log.info("listening", transport="coaps", host=host, port=port)

@@ -24,7 +24,7 @@ from types import FrameType
 
 import structlog
 
-from . import logs
+from . import event_loop, logs
 from .config import Settings
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,7 @@ def _worker_main(settings: Settings, index: int) -> None:
 
     logs.configure(settings.log_format, settings.log_level)
     structlog.contextvars.bind_contextvars(worker=index)
-    asyncio.run(serve_forever(settings))
+    event_loop.run(serve_forever(settings))
 
 
 def _prepare(settings: Settings) -> tuple[Settings, object | None]:

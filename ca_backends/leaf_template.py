@@ -25,15 +25,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .der import (
+    BIT_STRING,
+    GENERALIZED_TIME,
+    INTEGER,
+    OBJECT_IDENTIFIER,
+    OCTET_STRING,
+    SEQUENCE,
+    UTC_TIME,
+    context,
+    tlv,
+)
+
 __all__ = ["LeafTemplate", "build_with_cryptography", "leaf_extensions"]
 
-# DER encodings (X.690) used below.
-_SEQUENCE = 0x30
-_INTEGER = 0x02
-_BIT_STRING = 0x03
-_OCTET_STRING = 0x04
-_UTC_TIME = 0x17
-_GENERALIZED_TIME = 0x18
 #: [0] EXPLICIT INTEGER 2: version v3 (RFC 5280 §4.1.2.1).
 _VERSION_V3 = bytes.fromhex("a003020102")
 #: AlgorithmIdentifier ecdsa-with-SHA256 (RFC 5758 §3.2: parameters absent).
@@ -46,40 +51,28 @@ _OID_SKI = bytes.fromhex("0603551d0e")
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
-def _length(size: int) -> bytes:
-    """DER definite length (X.690 §8.1.3)."""
-    if size < 0x80:
-        return bytes((size,))
-    encoded = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(encoded),)) + encoded
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
-
-
 def _integer(value: int) -> bytes:
     """A non-negative INTEGER in the fewest octets (a leading zero only when the top bit is set)."""
-    return _tlv(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+    return tlv(INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 def _time(moment: dt.datetime) -> bytes:
     """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, in UTC."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.UTC)
-    if moment.year < 1950:
+    year = moment.year
+    if year < 1950:
         raise ValueError("certificate times before 1950 cannot be encoded (RFC 5280 §4.1.2.5)")
-    if moment.year < 2050:
-        return _tlv(_UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode())
-    return _tlv(_GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode())
+    rest = f"{moment.month:02}{moment.day:02}{moment.hour:02}{moment.minute:02}{moment.second:02}Z"
+    if year < 2050:
+        return tlv(UTC_TIME, f"{year % 100:02}{rest}".encode())
+    return tlv(GENERALIZED_TIME, f"{year:04}{rest}".encode())
 
 
 def _extension(oid: x509.ObjectIdentifier, critical: bool, value: x509.ExtensionType) -> bytes:
     """Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }."""
     oid_der = _oid(oid)
-    return _tlv(
-        _SEQUENCE, oid_der + (_CRITICAL if critical else b"") + _tlv(_OCTET_STRING, value.public_bytes())
-    )
+    return tlv(SEQUENCE, oid_der + (_CRITICAL if critical else b"") + tlv(OCTET_STRING, value.public_bytes()))
 
 
 def _oid(oid: x509.ObjectIdentifier) -> bytes:
@@ -92,7 +85,7 @@ def _oid(oid: x509.ObjectIdentifier) -> bytes:
             chunk.append(0x80 | (arc & 0x7F))
             arc >>= 7
         body.extend(reversed(chunk))
-    return _tlv(0x06, bytes(body))
+    return tlv(OBJECT_IDENTIFIER, bytes(body))
 
 
 def leaf_extensions(
@@ -183,21 +176,21 @@ class LeafTemplate:
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         point = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         # SKI method 1 of RFC 5280 §4.2.1.2: SHA-1 of the subjectPublicKey BIT STRING's value.
-        ski = _tlv(
-            _SEQUENCE,
-            _OID_SKI + _tlv(_OCTET_STRING, _tlv(_OCTET_STRING, hashlib.sha1(point).digest())),  # noqa: S324
+        ski = tlv(
+            SEQUENCE,
+            _OID_SKI + tlv(OCTET_STRING, tlv(OCTET_STRING, hashlib.sha1(point).digest())),  # noqa: S324
         )
         extensions = self._extensions_before_ski + ski + self._extensions_after_ski
-        return _tlv(
-            _SEQUENCE,
+        return tlv(
+            SEQUENCE,
             self._head
             + _integer(serial_number)
             + _ECDSA_WITH_SHA256
             + self._issuer
-            + _tlv(_SEQUENCE, _time(not_before) + _time(not_after))
+            + tlv(SEQUENCE, _time(not_before) + _time(not_after))
             + subject.public_bytes()
             + spki
-            + _tlv(0xA3, _tlv(_SEQUENCE, extensions)),
+            + tlv(context(3), tlv(SEQUENCE, extensions)),
         )
 
     def sign(
@@ -218,5 +211,5 @@ class LeafTemplate:
             not_after=not_after,
         )
         signature = self._key.sign(tbs, _ECDSA_SHA256)
-        der = _tlv(_SEQUENCE, tbs + _ECDSA_WITH_SHA256 + _tlv(_BIT_STRING, b"\x00" + signature))
+        der = tlv(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + tlv(BIT_STRING, b"\x00" + signature))
         return x509.load_der_x509_certificate(der)

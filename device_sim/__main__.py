@@ -22,6 +22,8 @@ import platformdirs
 from cryptography import x509
 from rich.console import Console
 
+from bootstrap import event_loop
+
 from .fleet import FleetOptions, run_fleet, wait_until_accepted
 from .multiproc import run_fleet_processes_sync
 from .provisioning import FactoryCa, register
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.processes > 1:
             report = run_fleet_processes_sync(options, args.processes)
         else:
-            report = asyncio.run(run_fleet(options))
+            report = event_loop.run(run_fleet(options))
     except Exception as exc:
         console.print(f"[red]fleet could not start:[/red] {type(exc).__name__}: {exc}")
         return 2

@@ -31,6 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bootstrap import event_loop
+
 from .fleet import FleetHooks, FleetOptions, _progress, arrival_lane, run_fleet
 from .keys import KeyPool
 from .provisioning import FactoryCa
@@ -151,7 +153,7 @@ def _child(
             with completed.get_lock():
                 completed.value += 1
 
-        report = asyncio.run(
+        report = event_loop.run(
             run_fleet(options, hooks=FleetHooks(ready=wait_for_go, completed=count, schedule=spec.arrivals()))
         )
         results.put((spec.number, report, None))

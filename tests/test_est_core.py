@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from bootstrap import est
 from bootstrap.errors import NotAcceptable, NotFound, UnsupportedContentFormat
@@ -75,3 +75,17 @@ def test_ca_certificates_encoding() -> None:
     assert x509.load_der_x509_certificate(est.encode_ca_certificates(287, ca.chain)) == ca.root_certificate
     with pytest.raises(NotFound):
         est.encode_ca_certificates(281, ())
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_certs_only_encoding_is_cryptographys(count: int) -> None:
+    """The hand-assembled PKCS#7 is byte for byte what cryptography serializes (including the DER
+    order of the SET OF), for one to several certificates of different sizes."""
+    ca = ca_material()
+    pool = [leaf_certificate(ca, cn="d" * (i * 13 + 1)) for i in range(3)] + list(ca.chain)
+    chosen = pool[:count]
+    reference = pkcs7.serialize_certificates(chosen, Encoding.DER)
+    assert est.pkcs7_certs_only([c.public_bytes(Encoding.DER) for c in chosen]) == reference
+    assert est.pkcs7_certs_only([c.public_bytes(Encoding.DER) for c in reversed(chosen)]) == reference
+    with pytest.raises(ValueError):
+        est.pkcs7_certs_only([])

@@ -7,7 +7,6 @@ changes reach running servers through NOTIFY, without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from .. import __version__, logs
+from .. import __version__, event_loop, logs
 from ..config import (
     DEFAULT_ADMIN_PORT,
     DEFAULT_COAP_PORT,
@@ -106,7 +105,7 @@ def run_async(func: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            return asyncio.run(func(*args, **kwargs))  # type: ignore[arg-type]
+            return event_loop.run(func(*args, **kwargs))  # type: ignore[arg-type]
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap import metrics
+from bootstrap.coap.direct import DirectLane, LaneState
 from bootstrap.coap.dtls import (
     DtlsEngineConfig,
     DtlsEngineStats,
@@ -42,6 +43,7 @@ from bootstrap.coap.dtls import (
     TrustSource,
     psk_identity_in,
 )
+from bootstrap.coap.est_resource import EstEndpoint
 from bootstrap.identity import DeviceIdentity
 
 __all__ = [
@@ -134,6 +136,8 @@ class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         #: Message ids of requests received on this session (the newest few hundred), so their
         #: deduplication entries can be dropped when the session ends.
         self.request_mids: deque[int] = deque(maxlen=512)
+        #: The direct lane's memory of this session (:mod:`bootstrap.coap.direct`).
+        self.lane_state: LaneState | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._hostinfo} {self._identity.kind}:{self._identity.name!r}>"
@@ -198,6 +202,7 @@ class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         light = DeviceIdentity(kind=self._identity.kind, name=self._identity.name)
         self._identity = light
         self._session.identity = light
+        self.lane_state = None
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
@@ -228,8 +233,12 @@ class PskPrefetcher(Protocol):
 class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     """aiocoap MessageInterface serving ``coaps://`` through a :class:`DtlsServerEngine`."""
 
-    def __init__(self, mman: Any, settings: DtlsServerSettings, trust: TrustSource) -> None:
+    def __init__(
+        self, mman: Any, settings: DtlsServerSettings, trust: TrustSource, est: EstEndpoint | None = None
+    ) -> None:
         self._mman: Any = mman
+        #: EST requests that need nothing of aiocoap are answered here (see bootstrap.coap.direct).
+        self.direct: DirectLane | None = DirectLane(est, mman._next_message_id) if est is not None else None
         self._settings = settings
         self._trust = trust
         self._loop = asyncio.get_running_loop()
@@ -247,10 +256,10 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
 
     @classmethod
     async def create(
-        cls, mman: Any, settings: DtlsServerSettings, trust: TrustSource
+        cls, mman: Any, settings: DtlsServerSettings, trust: TrustSource, est: EstEndpoint | None = None
     ) -> DtlsMessageInterface:
         """Bind the socket and build the engine."""
-        self = cls(mman, settings, trust)
+        self = cls(mman, settings, trust, est)
         self._recent = forgive_recent_messages(mman)
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _DatagramProtocol(self),
@@ -371,6 +380,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         """Engine callback: decode a CoAP message and hand it to aiocoap."""
         remote = session.app_data
         if self._mman is None or not isinstance(remote, DtlsEndpointAddress):
+            return
+        if self.direct is not None and self.direct.offer(remote, data):
             return
         try:
             message = Message.decode(data, remote=remote)
@@ -506,8 +517,13 @@ class DtlsServer:
             await self._token_manager.shutdown()
 
 
-async def start_dtls_server(context: Any, settings: DtlsServerSettings, trust: TrustSource) -> DtlsServer:
+async def start_dtls_server(
+    context: Any, settings: DtlsServerSettings, trust: TrustSource, *, est: EstEndpoint | None = None
+) -> DtlsServer:
     """Serve ``coaps://`` on ``settings.bind`` for an existing aiocoap ``Context``.
+
+    With ``est``, whole-message EST requests are answered by the direct lane
+    (:mod:`bootstrap.coap.direct`) instead of going through aiocoap's request pipeline.
 
     The transport is added with aiocoap's own MessageManager/TokenManager stack (the same
     private hook aiocoap 0.4.17 uses for its UDP transport) and put first in the
@@ -516,7 +532,7 @@ async def start_dtls_server(context: Any, settings: DtlsServerSettings, trust: T
     created: list[DtlsMessageInterface] = []
 
     async def construct(mman: Any) -> DtlsMessageInterface:
-        interface = await DtlsMessageInterface.create(mman, settings, trust)
+        interface = await DtlsMessageInterface.create(mman, settings, trust, est)
         created.append(interface)
         return interface
 

@@ -11,9 +11,8 @@ from aiocoap.options import Options
 
 from .. import est
 from ..bootstrapper import Bootstrapper
-from ..enrollment import Enroller
 from .bootstrap_resources import BootstrapPackResource, BootstrapRequestResource
-from .est_resource import EstResource
+from .est_resource import EstEndpoint, EstResource
 from .identity import IdentityResolver
 
 
@@ -51,19 +50,20 @@ def _with_path(request: Any, path: tuple[str, ...]) -> Any:
 
 
 def build_site(
-    enroller: Enroller,
+    est_endpoint: EstEndpoint,
     identify: IdentityResolver,
     bootstrapper: Bootstrapper | None = None,
     context: Callable[[], Any] | None = None,
 ) -> coap_resource.Site:
-    """``/.well-known/core``, EST at ``/.well-known/est`` and ``/est``, and (given a bootstrapper and
-    the server context for role reversal) the LwM2M Bootstrap Interface at ``/bs`` and ``/bspack``."""
+    """``/.well-known/core``, ``est_endpoint`` at ``/.well-known/est`` and ``/est``, and (given a
+    bootstrapper and the server context for role reversal) the LwM2M Bootstrap Interface at ``/bs``
+    and ``/bspack``."""
     site = LeanSite()
     site.add_resource(
         [".well-known", "core"], coap_resource.WKCResource(site.get_resources_as_linkheader, impl_info=None)
     )
     for root in est.ROOTS:
-        site.add_resource(list(root), EstResource(enroller, identify))
+        site.add_resource(list(root), EstResource(est_endpoint))
     if bootstrapper is not None and context is not None:
         site.add_resource(["bs"], BootstrapRequestResource(bootstrapper, identify, context))
         site.add_resource(["bspack"], BootstrapPackResource(bootstrapper, identify))

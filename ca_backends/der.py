@@ -1,0 +1,42 @@
+"""The few DER (X.690) encodings the certificate templates need, by hand.
+
+Only definite-length, primitive-or-constructed TLVs: enough to concatenate parts that a real ASN.1
+library (``cryptography``) encoded once. Everything built with these helpers is tested byte for
+byte against ``cryptography``'s own output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+SEQUENCE = 0x30
+SET = 0x31
+INTEGER = 0x02
+BIT_STRING = 0x03
+OCTET_STRING = 0x04
+OBJECT_IDENTIFIER = 0x06
+UTC_TIME = 0x17
+GENERALIZED_TIME = 0x18
+
+
+def context(number: int) -> int:
+    """The tag of ``[number]`` constructed (explicit tagging, or an implicitly tagged SET/SEQUENCE)."""
+    return 0xA0 | number
+
+
+def length(size: int) -> bytes:
+    """Definite length (X.690 §8.1.3): short form below 128, long form above."""
+    if size < 0x80:
+        return bytes((size,))
+    encoded = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(encoded),)) + encoded
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    """Tag, length, value."""
+    return bytes((tag,)) + length(len(content)) + content
+
+
+def set_of(encodings: Iterable[bytes]) -> bytes:
+    """SET OF: DER orders the elements by their encodings (X.690 §11.6)."""
+    return tlv(SET, b"".join(sorted(encodings)))
