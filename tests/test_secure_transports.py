@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiocoap import Code, Context, Message
+from aiocoap.optiontypes import BlockOption
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -448,3 +449,67 @@ async def test_coap_off_binds_no_plain_coap_port(
         assert instance.dtls is not None and instance.dtls.address[1] in ports
     finally:
         await instance.stop(drain_seconds=1)
+
+
+async def test_est_over_dtls_in_small_block2_slices_takes_the_direct_lane(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: FactoryCa,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """A DTLS client asking for 64-byte Block2 slices of its enrollment answer: the direct lane
+    answers, slices the certificate chain, serves every follow-up from the session without a second
+    enrollment, and the certificate verifies."""
+    assert server.dtls is not None and server.dtls.direct is not None
+    anchors = await builtin_anchors(server_uri, coap_client)
+    device = SimDevice(f"lane-{unique}", p256())
+    certificate = trusted_factory.device_certificate(device.endpoint, device.key.public_key())
+    context = Context(loop=asyncio.get_running_loop(), serversite=None)
+    await add_dtls_client_transport(
+        context, CertificateCredentials(certificate_chain=(certificate,), private_key=device.key)
+    )
+    taken = server.dtls.direct.taken
+    try:
+        request = Message(
+            code=Code.POST, uri=coaps_uri(server) + "/.well-known/est/sen", payload=device.csr_der()
+        )
+        request.opt.content_format = 286
+        request.opt.block2 = BlockOption.BlockwiseTuple(0, False, 2)
+        response = await asyncio.wait_for(context.request(request).response, 30)
+    finally:
+        await context.shutdown()
+    assert response.code == Code.CHANGED, response.payload
+    assert len(response.payload) > 64 * 8
+    device.check_enrolled(response.payload, 281, anchors, now=dt.datetime.now(dt.UTC))
+    assert server.dtls.direct.taken - taken >= len(response.payload) // 64
+    assert await issued_count(pool, device.endpoint) == 1
+
+
+async def test_libcoap_csr_in_block1_over_dtls_still_goes_through_aiocoap(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: FactoryCa,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """coap-client-openssl with 64-byte blocks: the CSR arrives in Block1 (aiocoap reassembles it),
+    the answer leaves in Block2 slices that aiocoap serves; the lane takes none of it."""
+    assert server.dtls is not None and server.dtls.direct is not None
+    endpoint = f"dtls-blocks-{unique}"
+    device, args = write_device_files(tmp_path, trusted_factory, endpoint)
+    out = tmp_path / "out.p7"
+    taken = server.dtls.direct.taken
+    log = await run_client(
+        "-B", "20", "-b", "64", *args, "-m", "post", "-t", "286", "-A", "281",
+        "-f", str(tmp_path / f"{endpoint}.csr"), "-o", str(out), coaps_uri(server) + "/est/sen",
+    )  # fmt: skip
+    assert out.exists() and out.stat().st_size > 0, log
+    device.check_enrolled(
+        out.read_bytes(), 281, await builtin_anchors(server_uri, coap_client), now=dt.datetime.now(dt.UTC)
+    )
+    assert await issued_count(pool, endpoint) == 1
+    assert server.dtls.direct.taken == taken

@@ -504,6 +504,11 @@ class DtlsServer:
         return self._interface.engine.stats
 
     @property
+    def direct(self) -> DirectLane | None:
+        """The direct EST lane, if enabled (for inspection and tests)."""
+        return self._interface.direct
+
+    @property
     def engine(self) -> DtlsServerEngine:
         """The engine (for inspection and tests)."""
         assert self._interface.engine is not None

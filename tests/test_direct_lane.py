@@ -1,0 +1,300 @@
+"""The direct EST lane (bootstrap.coap.direct): its CoAP codec against aiocoap's, and its message
+layer (piggybacked answers, duplicates, Block2) in memory with a scripted endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiocoap import CON, NON, Code, Message
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.optiontypes import BlockOption
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bootstrap.coap import direct
+from bootstrap.coap.est_resource import EstReply, EstRequest
+
+BlockwiseTuple = BlockOption.BlockwiseTuple
+
+
+def request_bytes(
+    *,
+    path: tuple[str, ...] = (".well-known", "est", "sen"),
+    mtype: Any = CON,
+    mid: int = 0x1234,
+    token: bytes = b"\x01\x02",
+    code: Code = Code.POST,
+    payload: bytes = b"csr",
+    content_format: int | None = 286,
+    accept: int | None = None,
+    block2: tuple[int, int] | None = None,
+    extra: tuple[tuple[int, bytes], ...] = (),
+) -> bytes:
+    message = Message(code=code, payload=payload, uri_path=path)
+    message.mtype = mtype
+    message.mid = mid
+    message.token = token
+    if content_format is not None:
+        message.opt.content_format = content_format
+    if accept is not None:
+        message.opt.accept = accept
+    if block2 is not None:
+        message.opt.block2 = BlockwiseTuple(block2[0], False, block2[1])
+    for number, value in extra:
+        option = OptionNumber(number).create_option(decode=value)
+        message.opt.add_option(option)
+    return bytes(message.encode())
+
+
+segments = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    path=st.lists(segments, max_size=5).map(tuple),
+    mtype=st.sampled_from([CON, NON]),
+    mid=st.integers(0, 0xFFFF),
+    token=st.binary(max_size=8),
+    code=st.sampled_from([Code.GET, Code.POST]),
+    payload=st.binary(max_size=2000),
+    content_format=st.none() | st.integers(0, 0xFFFF),
+    accept=st.none() | st.integers(0, 0xFFFF),
+    block2=st.none() | st.tuples(st.integers(0, 2**20 - 1), st.integers(0, 6)),
+)
+def test_parse_request_agrees_with_aiocoap(**fields: Any) -> None:
+    data = request_bytes(**fields)
+    parsed = direct.parse_request(data)
+    reference = Message.decode(data)
+    assert parsed is not None
+    assert parsed.mtype == reference.mtype
+    assert parsed.mid == reference.mid
+    assert parsed.token == reference.token
+    assert parsed.code == reference.code
+    assert parsed.path == tuple(reference.opt.uri_path)
+    assert parsed.content_format == reference.opt.content_format
+    assert parsed.accept == reference.opt.accept
+    assert parsed.payload == reference.payload
+    if reference.opt.block2 is None:
+        assert parsed.block2 is None
+    else:
+        assert parsed.block2 == (reference.opt.block2.block_number, reference.opt.block2.size_exponent)
+
+
+@pytest.mark.parametrize(
+    ("description", "data"),
+    [
+        ("a response", request_bytes(code=Code.CHANGED)),
+        ("DELETE", request_bytes(code=Code.DELETE)),
+        ("an ACK", bytes([0x60, 0x00, 0x12, 0x34])),
+        ("Block1", request_bytes(extra=((27, b"\x0e"),))),
+        ("Uri-Query (critical, not understood here)", request_bytes(extra=((15, b"a=b"),))),
+        ("If-Match", request_bytes(extra=((1, b"\x01"),))),
+        ("truncated header", b"\x40\x02"),
+        ("token longer than the datagram", bytes([0x48, 0x02, 0, 1, 1, 2])),
+        ("payload marker without payload", request_bytes(payload=b"") + b"\xff"),
+        ("reserved option delta 15", bytes([0x40, 0x02, 0, 1, 0xF0])),
+        ("option running past the end", bytes([0x40, 0x02, 0, 1, 0xB5, 0x61])),
+        ("path that is not UTF-8", bytes([0x40, 0x02, 0, 1, 0xB1, 0xFF])),
+        ("version 2", bytes([0x80, 0x02, 0, 1])),
+    ],
+)
+def test_what_the_lane_leaves_to_aiocoap(description: str, data: bytes) -> None:
+    assert direct.parse_request(data) is None, description
+
+
+def test_elective_options_it_does_not_know_are_ignored() -> None:
+    # Size1 (60) and Size2 (28) are elective (even): RFC 7252 §5.4.1 says ignore them.
+    parsed = direct.parse_request(request_bytes(extra=((60, b"\x01\x00"), (28, b""))))
+    assert parsed is not None and parsed.path == (".well-known", "est", "sen")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mtype=st.sampled_from([direct.ACK, direct.NON]),
+    mid=st.integers(0, 0xFFFF),
+    token=st.binary(max_size=8),
+    code=st.sampled_from(["2.04", "2.05", "4.00", "4.03", "4.15", "5.03"]),
+    payload=st.binary(max_size=1500),
+    content_format=st.none() | st.integers(0, 0xFFFF),
+    max_age=st.none() | st.integers(0, 2**32 - 1),
+    block2=st.none() | st.tuples(st.integers(0, 2**20 - 1), st.booleans(), st.integers(0, 6)),
+    size2=st.none() | st.integers(0, 2**32 - 1),
+)
+def test_encode_response_decodes_with_aiocoap(**fields: Any) -> None:
+    message = Message.decode(direct.encode_response(**fields))
+    assert message.mtype == fields["mtype"]
+    assert message.mid == fields["mid"]
+    assert message.token == fields["token"]
+    assert message.code.dotted == fields["code"]
+    assert message.payload == fields["payload"]
+    assert message.opt.content_format == fields["content_format"]
+    assert message.opt.max_age == fields["max_age"]
+    assert message.opt.size2 == fields["size2"]
+    if fields["block2"] is None:
+        assert message.opt.block2 is None
+    else:
+        number, more, szx = fields["block2"]
+        assert (
+            message.opt.block2.block_number,
+            message.opt.block2.more,
+            message.opt.block2.size_exponent,
+        ) == (
+            number,
+            more,
+            szx,
+        )
+
+
+# --- the message layer, in memory ---------------------------------------------------------------
+
+
+class FakeRemote:
+    """The lane's view of a DTLS session: records what is sent."""
+
+    def __init__(self, maximum_payload_size: int = 1024) -> None:
+        self.lane_state: direct.LaneState | None = None
+        self.hostinfo = "192.0.2.1:5684"
+        self.maximum_payload_size = maximum_payload_size
+        self.authenticated_claims: list[Any] = []
+        self.sent: list[Message] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(Message.decode(data))
+
+
+class ScriptedEndpoint:
+    """An EstEndpoint stand-in: answers with ``reply`` once ``release`` is set, counting calls."""
+
+    def __init__(self, reply: EstReply) -> None:
+        self.reply = reply
+        self.calls: list[EstRequest] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def handle(self, request: EstRequest) -> EstReply:
+        self.calls.append(request)
+        await self.release.wait()
+        return self.reply
+
+
+def lane_with(reply: EstReply) -> tuple[direct.DirectLane, ScriptedEndpoint]:
+    endpoint = ScriptedEndpoint(reply)
+    mids = iter(range(40000, 50000))
+    return direct.DirectLane(endpoint, lambda: next(mids)), endpoint  # type: ignore[arg-type]
+
+
+async def settle(lane: direct.DirectLane) -> None:
+    await lane.drain()
+    await asyncio.sleep(0)
+
+
+async def test_confirmable_request_gets_a_piggybacked_answer() -> None:
+    lane, endpoint = lane_with(EstReply("2.04", b"pkcs7", 281))
+    remote = FakeRemote()
+    assert lane.offer(remote, request_bytes(path=("est", "LWM2M", "sen"), accept=281))
+    await settle(lane)
+    [answer] = remote.sent
+    assert (answer.mtype, answer.mid, answer.token) == (direct.ACK, 0x1234, b"\x01\x02")
+    assert answer.code == Code.CHANGED and answer.payload == b"pkcs7" and answer.opt.content_format == 281
+    [call] = endpoint.calls
+    assert (call.method, call.path, call.content_format, call.accept, call.payload, call.peer) == (
+        "POST",
+        ("LWM2M", "sen"),
+        286,
+        281,
+        b"csr",
+        remote.hostinfo,
+    )
+    assert call.remote is remote
+
+
+async def test_non_confirmable_request_gets_a_non_answer_with_a_fresh_message_id() -> None:
+    lane, _ = lane_with(EstReply("2.05", b"certs", 281))
+    remote = FakeRemote()
+    assert lane.offer(remote, request_bytes(mtype=NON, code=Code.GET, path=("est", "crts"), payload=b""))
+    await settle(lane)
+    [answer] = remote.sent
+    assert answer.mtype == NON and answer.mid == 40000 and answer.token == b"\x01\x02"
+
+
+async def test_errors_carry_max_age() -> None:
+    lane, _ = lane_with(EstReply("5.03", b"saturated", max_age=7))
+    remote = FakeRemote()
+    lane.offer(remote, request_bytes())
+    await settle(lane)
+    assert remote.sent[0].code == Code.SERVICE_UNAVAILABLE and remote.sent[0].opt.max_age == 7
+
+
+async def test_duplicates_are_answered_again_without_enrolling_again() -> None:
+    lane, endpoint = lane_with(EstReply("2.04", b"pkcs7", 281))
+    endpoint.release.clear()
+    remote = FakeRemote()
+    data = request_bytes()
+    assert lane.offer(remote, data)
+    await asyncio.sleep(0)
+    assert lane.offer(remote, data), "a retransmission while signing is absorbed"
+    assert remote.sent == []
+    endpoint.release.set()
+    await settle(lane)
+    assert lane.offer(remote, data), "a retransmission after the answer gets it again"
+    assert len(endpoint.calls) == 1
+    assert [m.mid for m in remote.sent] == [0x1234, 0x1234]
+    assert remote.sent[0].payload == remote.sent[1].payload
+    lane.offer(remote, request_bytes(mid=0x1235))
+    await settle(lane)
+    assert len(endpoint.calls) == 2, "a new message id is a new request"
+
+
+async def test_large_answers_go_in_block2_slices_served_from_the_session() -> None:
+    body = bytes(range(256)) * 10  # 2560 bytes: three 1024-byte blocks
+    lane, endpoint = lane_with(EstReply("2.04", body, 281))
+    remote = FakeRemote()
+    lane.offer(remote, request_bytes(mid=1))
+    await settle(lane)
+    first = remote.sent[-1]
+    assert first.opt.block2 == BlockwiseTuple(0, True, 6) and first.opt.size2 == len(body)
+    received = first.payload
+    for number, mid in ((1, 2), (2, 3)):
+        assert lane.offer(remote, request_bytes(mid=mid, payload=b"", block2=(number, 6)))
+        await settle(lane)
+        received += remote.sent[-1].payload
+    assert remote.sent[-1].opt.block2 == BlockwiseTuple(2, False, 6)
+    assert received == body
+    assert len(endpoint.calls) == 1, "follow-ups are slices of the same answer"
+    assert not lane.offer(remote, request_bytes(mid=4, payload=b"", block2=(1, 6))), (
+        "after the last slice the body is gone; a late follow-up goes to aiocoap"
+    )
+
+
+async def test_the_clients_smaller_block_size_is_used() -> None:
+    body = b"x" * 300
+    lane, _ = lane_with(EstReply("2.04", body, 281))
+    remote = FakeRemote()
+    lane.offer(remote, request_bytes(block2=(0, 3)))  # 128-byte blocks
+    await settle(lane)
+    assert remote.sent[-1].opt.block2 == BlockwiseTuple(0, True, 3)
+    assert len(remote.sent[-1].payload) == 128
+
+
+async def test_block2_beyond_the_end_is_a_bad_option() -> None:
+    lane, _ = lane_with(EstReply("2.04", b"y" * 2000, 281))
+    remote = FakeRemote()
+    lane.offer(remote, request_bytes(mid=1))
+    await settle(lane)
+    lane.offer(remote, request_bytes(mid=2, payload=b"", block2=(9, 6)))
+    await settle(lane)
+    assert remote.sent[-1].code == Code.BAD_OPTION
+
+
+async def test_requests_outside_est_or_continuing_aiocoap_transfers_are_not_taken() -> None:
+    lane, endpoint = lane_with(EstReply("2.04", b"", None))
+    remote = FakeRemote()
+    assert not lane.offer(remote, request_bytes(path=("bs",)))
+    assert not lane.offer(remote, request_bytes(path=("est",)))
+    assert not lane.offer(remote, request_bytes(path=(".well-known", "core"), code=Code.GET))
+    assert not lane.offer(remote, request_bytes(payload=b"", block2=(1, 6)))
+    assert not lane.offer(remote, request_bytes(extra=((27, b"\x0e"),)))
+    await settle(lane)
+    assert endpoint.calls == [] and remote.sent == []
