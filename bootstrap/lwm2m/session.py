@@ -20,9 +20,10 @@ Nothing here does I/O, reads a clock or draws random numbers.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -482,24 +483,20 @@ class BootstrapSession:
 
     def _enter_writing(self) -> None:
         security_iid, server_iid = choose_instance_ids(self._spared)
+        fmt = self.content_format
         try:
-            objects = plan_objects(
-                self._config,
-                self._credentials,
-                security_iid=security_iid,
-                server_iid=server_iid,
-                lwm2m_version=self.lwm2m_version,
-            )
-            fmt = self.content_format
-            writes = [
-                (Path(object_id, iid), encode(fmt, Path(object_id, iid), {iid: instance}))
-                for object_id, instances in sorted(objects.items())
-                for iid, instance in sorted(instances.items())
-            ]
+            if self._credentials is None:  # nothing per device: devices sharing a configuration share these
+                objects, writes = _shared_writes(
+                    self._config, security_iid, server_iid, self.lwm2m_version, fmt
+                )
+            else:
+                objects, writes = _writes(
+                    self._config, self._credentials, security_iid, server_iid, self.lwm2m_version, fmt
+                )
         except BadRequest as exc:  # includes CodecError
             self._fire(Event.REJECTED, f"cannot provision {self.endpoint}: {exc.message}")
             return
-        self._written = objects
+        self._written = dict(objects)
         for path, payload in writes:
             self._queue.append(
                 self._operation(OperationKind.WRITE, "PUT", str(path), payload=payload, content_format=fmt)
@@ -574,6 +571,37 @@ class BootstrapSession:
         self._succeeded()
 
 
+def _writes(
+    config: BootstrapConfig,
+    credentials: DeviceCredentials | None,
+    security_iid: int,
+    server_iid: int,
+    lwm2m_version: str | None,
+    fmt: int,
+) -> tuple[Mapping[int, Instances], tuple[tuple[Path, bytes], ...]]:
+    """The planned /0 and /1 instances and one encoded Write per instance."""
+    objects = plan_objects(
+        config, credentials, security_iid=security_iid, server_iid=server_iid, lwm2m_version=lwm2m_version
+    )
+    writes = tuple(
+        (Path(object_id, iid), encode(fmt, Path(object_id, iid), {iid: instance}))
+        for object_id, instances in sorted(objects.items())
+        for iid, instance in sorted(instances.items())
+    )
+    return objects, writes
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_writes(
+    config: BootstrapConfig, security_iid: int, server_iid: int, lwm2m_version: str | None, fmt: int
+) -> tuple[Mapping[int, Instances], tuple[tuple[Path, bytes], ...]]:
+    """:func:`_writes` for modes without per-device material (``est``, ``nosec``), encoded once per
+    configuration: validating and encoding the same account for every device was a third of
+    the server's CPU per bootstrap. The configuration is a frozen value, so a changed one is a
+    different key."""
+    return _writes(config, None, security_iid, server_iid, lwm2m_version, fmt)
+
+
 def build_pack(
     config: BootstrapConfig,
     credentials: DeviceCredentials | None,
@@ -605,6 +633,26 @@ def build_pack(
         BadRequest: If the configuration or the credentials are invalid.
     """
     content_format = ContentFormat.SENML_CBOR if fmt is None else _pack_format(fmt)
+    if credentials is None:
+        return _shared_pack(config, content_format, security_iid, server_iid)
+    return _pack(config, credentials, content_format, security_iid, server_iid)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_pack(
+    config: BootstrapConfig, content_format: ContentFormat, security_iid: int, server_iid: int
+) -> bytes:
+    """A pack without per-device material, encoded once per configuration (see _shared_writes)."""
+    return _pack(config, None, content_format, security_iid, server_iid)
+
+
+def _pack(
+    config: BootstrapConfig,
+    credentials: DeviceCredentials | None,
+    content_format: ContentFormat,
+    security_iid: int,
+    server_iid: int,
+) -> bytes:
     objects = plan_objects(
         config, credentials, security_iid=security_iid, server_iid=server_iid, lwm2m_version="1.2"
     )
