@@ -21,6 +21,7 @@ import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from . import metrics
+from .bootstrap_config_cache import BootstrapConfigCache
 from .bootstrap_plan import BootstrapConfig, DeviceCredentials
 from .enrollment import Enroller
 from .errors import BadRequest, Unauthorized
@@ -29,6 +30,7 @@ from .policy import Requester
 from .secretbox import SecretBox
 from .store import bootstrap_configs as store
 from .store.group_commit import GroupCommitWriter
+from .store.notifications import ChangeListener
 
 log = structlog.get_logger(__name__)
 
@@ -89,8 +91,10 @@ class Bootstrapper:
         enroller: Enroller,
         allow_unauthenticated: bool = False,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        listener: ChangeListener | None = None,
     ) -> None:
         self._pool = pool
+        self._configs = BootstrapConfigCache(pool, listener=listener)
         self._box = box
         self._enroller = enroller
         self.allow_unauthenticated = allow_unauthenticated
@@ -104,7 +108,7 @@ class Bootstrapper:
         self, endpoint: str, request_id: str
     ) -> tuple[BootstrapConfig, DeviceCredentials | None]:
         """The device's configuration (its own, else the default; 4.00 if neither) and credentials."""
-        stored = await store.effective(self._pool, endpoint)
+        stored = await self._configs.effective(endpoint)
         if stored is None:
             raise BadRequest(f"no bootstrap configuration for {endpoint!r} and no default")
         config = stored.config

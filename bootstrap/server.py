@@ -74,7 +74,6 @@ class BootstrapServer:
         self.trust = DeviceTrust(pool, box, listener=self.listener)
         await self.issuers.start()
         await self.trust.start()
-        await self.listener.start()
         self.audit = AuditWriter(pool)
         self.audit.start()
         self.enroller = Enroller(
@@ -99,7 +98,9 @@ class BootstrapServer:
             box=box,
             enroller=self.enroller,
             allow_unauthenticated=settings.insecure_coap_enrollment,
+            listener=self.listener,
         )
+        await self.listener.start()  # after every cache has subscribed
         identify = IdentityResolver(self.trust.endpoint_for_psk_identity)
         est_endpoint = EstEndpoint(self.enroller, identify)
         site = build_site(

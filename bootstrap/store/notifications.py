@@ -32,7 +32,13 @@ class ChangeListener:
         self.connected = False
 
     def subscribe(self, channel: str, callback: Callback) -> None:
-        """Call ``callback`` on every notification on ``channel`` (subscribe before :meth:`start`)."""
+        """Call ``callback`` on every notification on ``channel``.
+
+        Channels are LISTENed to when the connection is made, so a new one must be subscribed
+        before :meth:`start`: a cache subscribed later would never hear of a change.
+        """
+        if self._task is not None and channel not in self._subscribers:
+            raise RuntimeError(f"subscribe to {channel!r} before the change listener starts")
         self._subscribers.setdefault(channel, []).append(callback)
 
     async def start(self, *, wait: float = 5.0) -> None:
