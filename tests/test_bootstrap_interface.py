@@ -87,8 +87,12 @@ async def test_every_security_mode_by_pack_and_by_request(
     root = next(c for c in chain if c.issuer == c.subject)
     prefix = f"bs-{mode}-{unique}"
     await configure(pool, [f"{prefix}-{i:07d}" for i in range(6)], est_config(root, mode))
+    assert server.dtls is not None and server.dtls.direct is not None
+    sent = server.dtls.direct.sent
     report = await run_fleet(options(server, trusted_factory, chain, prefix, devices=6, concurrency=6))
     assert report.failed == 0, dict(report.failures)
+    # The server's Discover, Deletes, one-message Writes and Finish went through the direct lane.
+    assert server.dtls.direct.sent - sent >= 3 * 3
     assert report.extra == {"bootstrapped_by_pack": 3, "bootstrapped_by_request": 3}
     # The server records a /bs session once the device's answer to Finish is in: poll for it.
     for _ in range(200):

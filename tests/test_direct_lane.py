@@ -13,7 +13,7 @@ from aiocoap.optiontypes import BlockOption
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootstrap.coap import direct
+from bootstrap.coap import direct, wire
 from bootstrap.coap.est_resource import EstReply, EstRequest
 
 BlockwiseTuple = BlockOption.BlockwiseTuple
@@ -79,7 +79,8 @@ def test_parse_request_agrees_with_aiocoap(**fields: Any) -> None:
     if reference.opt.block2 is None:
         assert parsed.block2 is None
     else:
-        assert parsed.block2 == (reference.opt.block2.block_number, reference.opt.block2.size_exponent)
+        block = reference.opt.block2
+        assert parsed.block2 == (block.block_number, block.more, block.size_exponent)
 
 
 @pytest.mark.parametrize(
@@ -112,18 +113,22 @@ def test_elective_options_it_does_not_know_are_ignored() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    mtype=st.sampled_from([direct.ACK, direct.NON]),
+    mtype=st.sampled_from([wire.ACK, wire.NON, wire.CON]),
     mid=st.integers(0, 0xFFFF),
     token=st.binary(max_size=8),
-    code=st.sampled_from(["2.04", "2.05", "4.00", "4.03", "4.15", "5.03"]),
+    code=st.sampled_from(["0.01", "0.02", "0.03", "0.04", "2.04", "2.05", "4.00", "4.03", "4.15", "5.03"]),
+    path=st.lists(segments, max_size=4).map(tuple),
+    accept=st.none() | st.integers(0, 0xFFFF),
     payload=st.binary(max_size=1500),
     content_format=st.none() | st.integers(0, 0xFFFF),
     max_age=st.none() | st.integers(0, 2**32 - 1),
     block2=st.none() | st.tuples(st.integers(0, 2**20 - 1), st.booleans(), st.integers(0, 6)),
     size2=st.none() | st.integers(0, 2**32 - 1),
 )
-def test_encode_response_decodes_with_aiocoap(**fields: Any) -> None:
-    message = Message.decode(direct.encode_response(**fields))
+def test_encode_message_decodes_with_aiocoap(**fields: Any) -> None:
+    message = Message.decode(wire.encode_message(**{**fields, "code": wire.code_from_dotted(fields["code"])}))
+    assert tuple(message.opt.uri_path) == fields["path"]
+    assert message.opt.accept == fields["accept"]
     assert message.mtype == fields["mtype"]
     assert message.mid == fields["mid"]
     assert message.token == fields["token"]
@@ -196,7 +201,7 @@ async def test_confirmable_request_gets_a_piggybacked_answer() -> None:
     assert lane.offer(remote, request_bytes(path=("est", "LWM2M", "sen"), accept=281))
     await settle(lane)
     [answer] = remote.sent
-    assert (answer.mtype, answer.mid, answer.token) == (direct.ACK, 0x1234, b"\x01\x02")
+    assert (answer.mtype, answer.mid, answer.token) == (wire.ACK, 0x1234, b"\x01\x02")
     assert answer.code == Code.CHANGED and answer.payload == b"pkcs7" and answer.opt.content_format == 281
     [call] = endpoint.calls
     assert (call.method, call.path, call.content_format, call.accept, call.payload, call.peer) == (
@@ -298,3 +303,124 @@ async def test_requests_outside_est_or_continuing_aiocoap_transfers_are_not_take
     assert not lane.offer(remote, request_bytes(extra=((27, b"\x0e"),)))
     await settle(lane)
     assert endpoint.calls == [] and remote.sent == []
+
+
+# --- the server's own requests (role reversal), in memory ----------------------------------------
+
+
+def response_bytes(
+    *, mtype: int, mid: int, token: bytes, code: str = "2.05", payload: bytes = b"", **options: Any
+) -> bytes:
+    return wire.encode_message(
+        mtype=mtype, mid=mid, token=token, code=wire.code_from_dotted(code), payload=payload, **options
+    )
+
+
+def sent_request(remote: FakeRemote, index: int = -1) -> Message:
+    message = remote.sent[index]
+    assert message.code.is_request()
+    return message
+
+
+async def test_a_piggybacked_answer_completes_the_request() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("1",), accept=40))
+    await asyncio.sleep(0)
+    request = sent_request(remote)
+    assert request.mtype == CON and tuple(request.opt.uri_path) == ("1",) and request.opt.accept == 40
+    answer = response_bytes(
+        mtype=wire.ACK, mid=request.mid, token=request.token, payload=b"</1/0>", content_format=40
+    )
+    assert lane.offer(remote, answer)
+    response = await pending
+    assert wire.dotted(response.code) == "2.05" and response.payload == b"</1/0>"
+    assert response.content_format == 40
+    assert not lane.offer(remote, answer), "the exchange is over: a late copy is aiocoap's business"
+
+
+async def test_an_empty_ack_then_a_separate_response() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    pending = asyncio.ensure_future(lane.request(remote, method="POST", path=("bs",)))
+    await asyncio.sleep(0)
+    request = sent_request(remote)
+    assert lane.offer(remote, response_bytes(mtype=wire.ACK, mid=request.mid, token=b"", code="0.00"))
+    assert not pending.done()
+    separate = response_bytes(mtype=CON, mid=777, token=request.token, code="2.04")
+    assert lane.offer(remote, separate)
+    assert (await pending).code == wire.code_from_dotted("2.04")
+    ack = remote.sent[-1]
+    assert (ack.mtype, ack.mid, ack.code) == (wire.ACK, 777, Code.EMPTY)
+    assert lane.offer(remote, separate), "a repeated separate response is acknowledged again"
+    assert remote.sent[-1].mid == 777 and len([m for m in remote.sent if m.mtype == wire.ACK]) == 2
+
+
+async def test_a_reset_fails_the_request() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    pending = asyncio.ensure_future(lane.request(remote, method="DELETE", path=("0", "1")))
+    await asyncio.sleep(0)
+    request = sent_request(remote)
+    assert lane.offer(remote, response_bytes(mtype=wire.RST, mid=request.mid, token=b"", code="0.00"))
+    with pytest.raises(direct.DeviceReset):
+        await pending
+
+
+async def test_unanswered_requests_are_retransmitted_then_time_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "ACK_TIMEOUT", 0.01)
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(lane.request(remote, method="PUT", path=("1", "0"), payload=b"x"), 5)
+    assert len(remote.sent) == 1 + direct.MAX_RETRANSMIT
+    assert len({m.mid for m in remote.sent}) == 1, "retransmissions repeat the message id"
+    assert remote.lane_state is not None and not remote.lane_state.by_token
+
+
+async def test_the_end_of_the_session_fails_requests_in_flight() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("0",)))
+    await asyncio.sleep(0)
+    assert remote.lane_state is not None
+    remote.lane_state.close(ConnectionAbortedError("session closed"))
+    with pytest.raises(ConnectionAbortedError):
+        await pending
+
+
+async def test_a_block_wise_answer_is_fetched_whole() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    body = bytes(range(256)) * 5  # 1280 bytes in 512-byte blocks: 3 exchanges
+    pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("",), accept=40))
+    for number in range(3):
+        await asyncio.sleep(0)
+        request = sent_request(remote)
+        if number:
+            assert request.opt.block2.block_number == number and request.opt.block2.size_exponent == 5
+        chunk = body[number * 512 : (number + 1) * 512]
+        more = (number + 1) * 512 < len(body)
+        assert lane.offer(
+            remote,
+            response_bytes(
+                mtype=wire.ACK,
+                mid=request.mid,
+                token=request.token,
+                payload=chunk,
+                content_format=40,
+                block2=(number, more, 5),
+            ),
+        )
+    response = await pending
+    assert response.payload == body and response.block2 is None
+
+
+async def test_larger_payloads_are_left_to_aiocoap() -> None:
+    lane, _ = lane_with(EstReply("2.04", b""))
+    remote = FakeRemote()
+    assert lane.can_carry(remote, b"x" * 1024)
+    assert not lane.can_carry(remote, b"x" * 1025)
+    with pytest.raises(ValueError):
+        await lane.request(remote, method="PUT", path=("0", "1"), payload=b"x" * 1025)
+    assert not lane.offer(remote, response_bytes(mtype=wire.ACK, mid=5, token=b"t")), "not ours"

@@ -20,8 +20,10 @@ from aiocoap import resource as coap_resource
 from ..bootstrapper import Bootstrapper, check_identity, parse_query
 from ..errors import BootstrapError
 from ..lwm2m.session import BootstrapSession, Operation, build_pack, request_version
+from .direct import DirectLane
 from .identity import IdentityResolver
 from .replies import error_reply, internal_error
+from .wire import dotted
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +134,10 @@ class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
                 )
 
     async def _exchange(self, session: BootstrapSession, operation: Operation, remote: Any) -> None:
+        lane: DirectLane | None = getattr(remote, "direct_lane", None)
+        if lane is not None and lane.can_carry(remote, operation.payload):
+            await self._exchange_direct(session, operation, remote, lane)
+            return
         loop = asyncio.get_running_loop()
         request = self._context().request(to_message(operation, remote))
         timer = session.get_timer()
@@ -151,6 +157,34 @@ class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
                     request.response.cancel()
         session.handle_response(
             operation.op_id, response.code.dotted, response.payload, response.opt.content_format, loop.time()
+        )
+
+    async def _exchange_direct(
+        self, session: BootstrapSession, operation: Operation, remote: Any, lane: DirectLane
+    ) -> None:
+        """The same exchange through the DTLS transport's direct lane (no aiocoap pipeline)."""
+        loop = asyncio.get_running_loop()
+        timer = session.get_timer()
+        try:
+            response = await asyncio.wait_for(
+                lane.request(
+                    remote,
+                    method=operation.method,
+                    path=tuple(part for part in operation.path.split("/") if part),
+                    payload=operation.payload,
+                    content_format=operation.content_format,
+                    accept=operation.accept,
+                ),
+                max(0.0, (timer or loop.time()) - loop.time()),
+            )
+        except TimeoutError:
+            session.handle_timer(loop.time())
+            return
+        except Exception as exc:  # the DTLS session ended, the device reset the request, ...
+            session.cancel(f"{operation.kind} {operation.path}: {type(exc).__name__} {exc}".strip())
+            return
+        session.handle_response(
+            operation.op_id, dotted(response.code), response.payload, response.content_format, loop.time()
         )
 
 

@@ -1,19 +1,21 @@
-"""The direct lane: EST requests on DTLS sessions answered without aiocoap's generic pipeline.
+"""The direct lane: the hot CoAP exchanges on DTLS sessions, without aiocoap's generic pipeline.
 
 Enrollment is the product's hot path, and on it aiocoap's request machinery (message and token
 managers, pipes, the block-wise cache, a 247-second deduplication timer per request) cost more CPU
-than signing the certificate. Most EST requests need none of it: a CSR fits one message and the
-answer fits one message or a few Block2 slices. The DTLS transport offers each decrypted datagram
-here first; what this lane takes it answers itself, everything else goes to aiocoap as before.
+than signing the certificate; the bootstrap interface's role reversal paid the same for each of the
+server's own requests. Most of these exchanges need none of it: a CSR fits one message, the
+server's Discover, Delete, Write and Finish fit one message each, and their answers fit one message
+or a few Block2 slices. The DTLS transport offers each decrypted datagram here first; what this lane
+does not take goes to aiocoap as before.
 
-The lane takes a request when (RFC 7252 §3 wire format):
+Requests from devices. The lane takes a request when (RFC 7252 §3 wire format, :mod:`.wire`):
 
 * it is a Confirmable or Non-confirmable GET or POST below an EST root;
 * it carries no Block1 (a CSR sent in blocks is reassembled by aiocoap) and no critical option
   other than Uri-Host, Uri-Port, Uri-Path, Accept and Block2 (aiocoap answers 4.02 to the rest);
 * if it asks for a Block2 slice after the first, this lane made that response.
 
-What it does is the CoAP message layer a server owes the client, per session:
+It then does the message layer a server owes the client, per session:
 
 * a Confirmable request is answered in a piggybacked ACK (§5.2.1), a Non-confirmable one with a
   NON carrying a fresh message ID from aiocoap's allocator (§5.2.3), the token echoed;
@@ -26,12 +28,21 @@ What it does is the CoAP message layer a server owes the client, per session:
   Block2 in its request) are sent as Block2 slices (RFC 7959 §2.4) and the whole answer is kept
   with the session for the follow-up requests.
 
-All of it lives on the session object and goes when the session ends: no timers at all.
+Requests from the server (:meth:`DirectLane.request`): Confirmable, with a fresh message ID and a
+random token, retransmitted with exponential back-off until acknowledged (§4.2); an empty ACK means
+a separate response follows, which is acknowledged in turn (§5.2.2); a Reset fails the request; a
+GET's Block2 answer is fetched whole (RFC 7959 §2.4). Payloads above one block (certificate-mode
+Writes with a key and a certificate) go through aiocoap, which sends them block-wise.
+
+All of it lives on the session object and goes when the session ends; the only timers are the
+retransmission timers of the server's own requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,178 +52,47 @@ import structlog
 
 from .. import est
 from .est_resource import EstEndpoint, EstReply, EstRequest
+from .wire import (
+    ACK,
+    CON,
+    EMPTY,
+    GET,
+    METHOD_CODES,
+    METHOD_NAMES,
+    NON,
+    POST,
+    RST,
+    WireMessage,
+    code_from_dotted,
+    encode_message,
+    parse_message,
+)
 
-__all__ = ["DirectLane", "LaneState", "WireRequest", "encode_response", "parse_request"]
+__all__ = ["DeviceReset", "DirectLane", "LaneState", "parse_request"]
 
 log = structlog.get_logger(__name__)
-
-# Message types and codes (RFC 7252 §3, §12.1).
-CON, NON, ACK = 0, 1, 2
-GET, POST = 1, 2
-_METHODS = {GET: "GET", POST: "POST"}
-
-# Option numbers (RFC 7252 §5.10, RFC 7959 §2.1).
-URI_HOST, URI_PORT, URI_PATH, CONTENT_FORMAT, MAX_AGE, ACCEPT = 3, 7, 11, 12, 14, 17
-BLOCK2, BLOCK1, SIZE2 = 23, 27, 28
-#: Critical (odd-numbered, §5.4.1) options this lane understands; any other critical option sends
-#: the request to aiocoap, which refuses it with 4.02 Bad Option.
-_CRITICAL_UNDERSTOOD = frozenset({URI_HOST, URI_PORT, URI_PATH, ACCEPT, BLOCK2})
 
 #: Largest block (SZX 6, RFC 7959 §2.2) and the default payload per message on DTLS.
 MAX_BLOCK = 1024
 #: Remembered answers per session, for duplicates (§4.5) and Block2 follow-ups.
 _RECENT = 16
 _BLOCK_CACHE = 4
+#: Tokens of the server's own requests that were answered, for re-acknowledging duplicates.
+_ANSWERED = 8
+# CON retransmission (RFC 7252 §4.8): ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT.
+ACK_TIMEOUT = 2.0
+ACK_RANDOM_FACTOR = 1.5
+MAX_RETRANSMIT = 4
 
 _EST_ROOTS = tuple((root, len(root)) for root in est.ROOTS)
 
 
-@dataclass(slots=True)
-class WireRequest:
-    """The parts of a CoAP request the lane uses."""
-
-    mtype: int
-    mid: int
-    token: bytes
-    code: int
-    path: tuple[str, ...]
-    content_format: int | None = None
-    accept: int | None = None
-    block2: tuple[int, int] | None = None
-    """``(num, szx)`` of a Block2 option in the request."""
-    payload: bytes = b""
-
-
-def _uint(value: bytes) -> int:
-    return int.from_bytes(value, "big")
-
-
-def parse_request(data: bytes) -> WireRequest | None:
-    """Decode a CoAP request the lane can take, or ``None`` (leave it to aiocoap, which also
-    answers malformed messages as RFC 7252 wants)."""
-    size = len(data)
-    if size < 4:
+def parse_request(data: bytes) -> WireMessage | None:
+    """A GET or POST the lane could take (``None`` for anything else)."""
+    message = parse_message(data)
+    if message is None or message.code not in (GET, POST) or message.mtype > NON or message.block1:
         return None
-    first = data[0]
-    tkl = first & 0x0F
-    mtype = (first >> 4) & 0x03
-    code = data[1]
-    if first >> 6 != 1 or tkl > 8 or mtype > NON or code not in _METHODS:
-        return None
-    position = 4 + tkl
-    if position > size:
-        return None
-    request = WireRequest(mtype, (data[2] << 8) | data[3], data[4:position], code, ())
-    path: list[str] = []
-    number = 0
-    while position < size:
-        byte = data[position]
-        position += 1
-        if byte == 0xFF:  # payload marker (§3.1): a marker with no payload is a format error
-            if position == size:
-                return None
-            request.payload = data[position:]
-            break
-        delta, length = byte >> 4, byte & 0x0F
-        if delta == 13:
-            if position >= size:
-                return None
-            delta = data[position] + 13
-            position += 1
-        elif delta == 14:
-            if position + 1 >= size:
-                return None
-            delta = ((data[position] << 8) | data[position + 1]) + 269
-            position += 2
-        elif delta == 15:
-            return None
-        if length == 13:
-            if position >= size:
-                return None
-            length = data[position] + 13
-            position += 1
-        elif length == 14:
-            if position + 1 >= size:
-                return None
-            length = ((data[position] << 8) | data[position + 1]) + 269
-            position += 2
-        elif length == 15:
-            return None
-        number += delta
-        value = data[position : position + length]
-        if len(value) != length:
-            return None
-        position += length
-        if number == URI_PATH:
-            try:
-                path.append(value.decode())
-            except UnicodeDecodeError:
-                return None
-        elif number == CONTENT_FORMAT:
-            request.content_format = _uint(value)
-        elif number == ACCEPT:
-            request.accept = _uint(value)
-        elif number == BLOCK2:
-            block = _uint(value)
-            request.block2 = (block >> 4, block & 0x07)
-        elif number & 1 and number not in _CRITICAL_UNDERSTOOD:
-            return None  # Block1, Uri-Query, Observe's partners, If-Match, ...: aiocoap's job
-    request.path = tuple(path)
-    return request
-
-
-def _option(previous: int, number: int, value: bytes) -> bytes:
-    delta = number - previous
-    length = len(value)
-    # Every option this lane writes has a delta and a length below 269.
-    head = bytearray(1)
-    if delta < 13:
-        head[0] = delta << 4
-    else:
-        head[0] = 13 << 4
-        head.append(delta - 13)
-    if length < 13:
-        head[0] |= length
-    else:
-        head[0] |= 13
-        head.append(length - 13)
-    return bytes(head) + value
-
-
-def _uint_bytes(value: int) -> bytes:
-    """Minimal unsigned encoding (§3.2: zero is the empty string)."""
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
-
-
-def encode_response(
-    *,
-    mtype: int,
-    mid: int,
-    token: bytes,
-    code: str,
-    payload: bytes,
-    content_format: int | None = None,
-    max_age: int | None = None,
-    block2: tuple[int, bool, int] | None = None,
-    size2: int | None = None,
-) -> bytes:
-    """A CoAP response (§3) with the options the lane uses, in option-number order."""
-    major, minor = code.split(".")
-    out = bytearray((0x40 | (mtype << 4) | len(token), int(major) * 32 + int(minor), mid >> 8, mid & 0xFF))
-    out += token
-    previous = 0
-    for number, value in (
-        (CONTENT_FORMAT, content_format),
-        (MAX_AGE, max_age),
-        (BLOCK2, None if block2 is None else (block2[0] << 4) | (8 if block2[1] else 0) | block2[2]),
-        (SIZE2, size2),
-    ):
-        if value is not None:
-            out += _option(previous, number, _uint_bytes(value))
-            previous = number
-    if payload:
-        out += b"\xff" + payload
-    return bytes(out)
+    return message
 
 
 class LaneRemote(Protocol):
@@ -227,9 +107,27 @@ class LaneRemote(Protocol):
         ...
 
 
+class DeviceReset(ConnectionError):
+    """The device answered the server's request with a Reset (RFC 7252 §4.2)."""
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    """A Confirmable request the server sent and is waiting on."""
+
+    mid: int
+    token: bytes
+    data: bytes
+    future: asyncio.Future[WireMessage]
+    timeout: float
+    attempts: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
 @dataclass(slots=True)
 class LaneState:
-    """Per-session memory of the lane: recent answers by message ID and Block2 bodies."""
+    """Per-session memory of the lane: recent answers by message ID, Block2 bodies, and the
+    server's own requests in flight."""
 
     recent: OrderedDict[int, bytes | None] = field(default_factory=OrderedDict)
     """Message ID → encoded answer (``None`` while it is being made)."""
@@ -237,6 +135,10 @@ class LaneState:
         default_factory=OrderedDict
     )
     """(code, path, Accept) → the whole answer whose first slice was sent."""
+    by_mid: dict[int, _Outstanding] = field(default_factory=dict)
+    by_token: dict[bytes, _Outstanding] = field(default_factory=dict)
+    answered: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    """Tokens of requests already answered by a separate response (duplicates get an ACK again)."""
 
     def remember(self, mid: int, answer: bytes | None) -> None:
         """Keep ``answer`` for duplicates of ``mid``, forgetting the oldest beyond a few."""
@@ -244,6 +146,21 @@ class LaneState:
         self.recent.move_to_end(mid)
         while len(self.recent) > _RECENT:
             self.recent.popitem(last=False)
+
+    def finish(self, outstanding: _Outstanding) -> None:
+        """Stop tracking one of the server's requests."""
+        if outstanding.timer is not None:
+            outstanding.timer.cancel()
+            outstanding.timer = None
+        self.by_mid.pop(outstanding.mid, None)
+        self.by_token.pop(outstanding.token, None)
+
+    def close(self, error: BaseException) -> None:
+        """The session ended: fail every request still waiting."""
+        for outstanding in list(self.by_token.values()):
+            self.finish(outstanding)
+            if not outstanding.future.done():
+                outstanding.future.set_exception(error)
 
 
 def est_path(path: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -255,7 +172,8 @@ def est_path(path: tuple[str, ...]) -> tuple[str, ...] | None:
 
 
 class DirectLane:
-    """Answers the EST requests it takes from DTLS sessions (see the module docstring)."""
+    """Answers the EST requests it takes from DTLS sessions, and carries the server's own
+    requests to devices (the bootstrap interface's role reversal); see the module docstring."""
 
     def __init__(self, endpoint: EstEndpoint, next_mid: Callable[[], int]) -> None:
         self._endpoint = endpoint
@@ -263,33 +181,44 @@ class DirectLane:
         self._tasks: set[asyncio.Task[None]] = set()
         self.taken = 0
         """Requests answered here (for tests and benchmarks)."""
+        self.sent = 0
+        """Requests of the server's own carried here (for tests and benchmarks)."""
 
-    def offer(self, remote: Any, data: bytes) -> bool:
-        """Take the decrypted datagram ``data`` from ``remote``'s session, or return False."""
-        request = parse_request(data)
-        if request is None:
-            return False
-        below = est_path(request.path)
-        if below is None:
-            return False
+    @staticmethod
+    def _state(remote: Any) -> LaneState:
         state: LaneState | None = remote.lane_state
         if state is None:
             state = remote.lane_state = LaneState()
-        key = (request.code, request.path, request.accept)
-        if request.block2 is not None and request.block2[0] > 0 and key not in state.bodies:
+        return state
+
+    def offer(self, remote: Any, data: bytes) -> bool:
+        """Take the decrypted datagram ``data`` from ``remote``'s session, or return False."""
+        message = parse_message(data)
+        if message is None:
+            return False
+        if message.code == EMPTY or message.is_response:
+            return self._incoming_response(remote, message)
+        if message.code not in (GET, POST) or message.mtype > NON or message.block1:
+            return False
+        below = est_path(message.path)
+        if below is None:
+            return False
+        state = self._state(remote)
+        key = (message.code, message.path, message.accept)
+        continuing = message.block2 is not None and message.block2[0] > 0
+        if continuing and key not in state.bodies:
             return False  # aiocoap made the first slice, so it has the body for the rest
-        if request.mid in state.recent:  # a duplicate (RFC 7252 §4.5)
-            answer = state.recent[request.mid]
+        if message.mid in state.recent:  # a duplicate (RFC 7252 §4.5)
+            answer = state.recent[message.mid]
             if answer is not None:
                 remote.send(answer)
             return True
         self.taken += 1
-        state.remember(request.mid, None)
-        body = state.bodies.get(key) if request.block2 is not None and request.block2[0] > 0 else None
-        if body is not None:
-            self._answer(remote, state, request, key, body)
+        state.remember(message.mid, None)
+        if continuing:
+            self._answer(remote, state, message, key, state.bodies[key])
             return True
-        task = asyncio.get_running_loop().create_task(self._handle(remote, state, request, below, key))
+        task = asyncio.get_running_loop().create_task(self._handle(remote, state, message, below, key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -298,13 +227,13 @@ class DirectLane:
         self,
         remote: Any,
         state: LaneState,
-        request: WireRequest,
+        request: WireMessage,
         below: tuple[str, ...],
         key: tuple[int, tuple[str, ...], int | None],
     ) -> None:
         reply = await self._endpoint.handle(
             EstRequest(
-                method=_METHODS[request.code],
+                method=METHOD_NAMES[request.code],
                 path=below,
                 content_format=request.content_format,
                 accept=request.accept,
@@ -319,14 +248,14 @@ class DirectLane:
         self,
         remote: Any,
         state: LaneState,
-        request: WireRequest,
+        request: WireMessage,
         key: tuple[int, tuple[str, ...], int | None],
         reply: EstReply,
     ) -> None:
         block_size = min(MAX_BLOCK, int(remote.maximum_payload_size))
         number = 0
         if request.block2 is not None:
-            number, szx = request.block2
+            number, _, szx = request.block2
             block_size = min(block_size, 1 << (min(szx, 6) + 4))
         payload = reply.payload
         block2: tuple[int, bool, int] | None = None
@@ -351,11 +280,11 @@ class DirectLane:
                 else:
                     state.bodies.pop(key, None)
         confirmable = request.mtype == CON
-        answer = encode_response(
+        answer = encode_message(
             mtype=ACK if confirmable else NON,
             mid=request.mid if confirmable else self._next_mid(),
             token=request.token,
-            code=reply.code,
+            code=code_from_dotted(reply.code),
             payload=payload,
             content_format=reply.content_format,
             max_age=reply.max_age,
@@ -365,6 +294,140 @@ class DirectLane:
         if request.mid in state.recent:
             state.remember(request.mid, answer)
         remote.send(answer)
+
+    # -- the server's own requests (role reversal) --------------------------------------------
+
+    def can_carry(self, remote: Any, payload: bytes) -> bool:
+        """Whether a request with ``payload`` fits one message on ``remote``'s session (larger
+        Writes go block-wise through aiocoap)."""
+        return len(payload) <= min(MAX_BLOCK, int(remote.maximum_payload_size))
+
+    async def request(
+        self,
+        remote: Any,
+        *,
+        method: str,
+        path: tuple[str, ...],
+        payload: bytes = b"",
+        content_format: int | None = None,
+        accept: int | None = None,
+    ) -> WireMessage:
+        """Send a Confirmable request to the device and return its response.
+
+        Retransmits per RFC 7252 §4.2 until acknowledged (then waits for a separate response if
+        the ACK was empty); fetches the rest of a GET's Block2 answer (RFC 7959 §2.4). Raises
+        :class:`TimeoutError` after MAX_RETRANSMIT unanswered retransmissions,
+        :class:`DeviceReset` on a Reset, or the session's error if it ends first.
+        """
+        if not self.can_carry(remote, payload):
+            raise ValueError("payload larger than one block: send it through aiocoap")
+        code = METHOD_CODES[method]
+        response = await self._exchange(remote, code, path, payload, content_format, accept, None)
+        if code != GET or response.block2 is None or not response.block2[1]:
+            return response
+        body = bytearray(response.payload)
+        while response.block2 is not None and response.block2[1]:
+            number, _, szx = response.block2
+            response = await self._exchange(remote, code, path, b"", None, accept, (number + 1, False, szx))
+            if not response.code >> 5 == 2:
+                return response
+            body += response.payload
+        response.payload = bytes(body)
+        response.block2 = None
+        return response
+
+    async def _exchange(
+        self,
+        remote: Any,
+        code: int,
+        path: tuple[str, ...],
+        payload: bytes,
+        content_format: int | None,
+        accept: int | None,
+        block2: tuple[int, bool, int] | None,
+    ) -> WireMessage:
+        state = self._state(remote)
+        token = os.urandom(4)
+        while token in state.by_token:
+            token = os.urandom(4)
+        mid = self._next_mid()
+        loop = asyncio.get_running_loop()
+        outstanding = _Outstanding(
+            mid=mid,
+            token=token,
+            data=encode_message(
+                mtype=CON,
+                mid=mid,
+                token=token,
+                code=code,
+                path=path,
+                content_format=content_format,
+                accept=accept,
+                block2=block2,
+                payload=payload,
+            ),
+            future=loop.create_future(),
+            timeout=ACK_TIMEOUT * random.uniform(1.0, ACK_RANDOM_FACTOR),
+        )
+        state.by_mid[mid] = outstanding
+        state.by_token[token] = outstanding
+        self.sent += 1
+        self._transmit(remote, state, outstanding)
+        try:
+            return await outstanding.future
+        finally:
+            state.finish(outstanding)
+
+    def _transmit(self, remote: Any, state: LaneState, outstanding: _Outstanding) -> None:
+        if outstanding.future.done():
+            return
+        if outstanding.attempts > MAX_RETRANSMIT:
+            state.finish(outstanding)
+            outstanding.future.set_exception(TimeoutError("no answer from the device"))
+            return
+        remote.send(outstanding.data)
+        delay = outstanding.timeout * (2**outstanding.attempts)
+        outstanding.attempts += 1
+        outstanding.timer = asyncio.get_running_loop().call_later(
+            delay, self._transmit, remote, state, outstanding
+        )
+
+    def _incoming_response(self, remote: Any, message: WireMessage) -> bool:
+        state: LaneState | None = remote.lane_state
+        if state is None:
+            return False
+        if message.mtype in (ACK, RST):
+            outstanding = state.by_mid.get(message.mid)
+            if outstanding is None:
+                return False  # one of aiocoap's exchanges
+            if message.mtype == RST:
+                state.finish(outstanding)
+                outstanding.future.set_exception(DeviceReset(f"device reset message {message.mid}"))
+            elif message.code == EMPTY:  # acknowledged; the response follows separately (§5.2.2)
+                if outstanding.timer is not None:
+                    outstanding.timer.cancel()
+                    outstanding.timer = None
+                state.by_mid.pop(message.mid, None)
+            elif message.token == outstanding.token:  # piggybacked response (§5.2.1)
+                state.finish(outstanding)
+                outstanding.future.set_result(message)
+            return True
+        if not message.is_response:
+            return False
+        outstanding = state.by_token.get(message.token)
+        if outstanding is None:
+            if message.mtype == CON and message.token in state.answered:  # our ACK was lost
+                remote.send(encode_message(mtype=ACK, mid=message.mid, token=b"", code=EMPTY))
+                return True
+            return False
+        if message.mtype == CON:  # a separate response wants its ACK
+            remote.send(encode_message(mtype=ACK, mid=message.mid, token=b"", code=EMPTY))
+            state.answered[message.token] = None
+            while len(state.answered) > _ANSWERED:
+                state.answered.popitem(last=False)
+        state.finish(outstanding)
+        outstanding.future.set_result(message)
+        return True
 
     async def drain(self) -> None:
         """Wait for the answers being made (used on shutdown)."""

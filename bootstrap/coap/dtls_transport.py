@@ -143,6 +143,11 @@ class DtlsEndpointAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         return f"<{type(self).__name__} {self._hostinfo} {self._identity.kind}:{self._identity.name!r}>"
 
     @property
+    def direct_lane(self) -> DirectLane | None:
+        """The direct lane of this session's transport, for the server's own requests."""
+        return self._interface.direct
+
+    @property
     def peer(self) -> PeerAddress:
         """The socket address of the peer."""
         return self._session.peer
@@ -405,6 +410,8 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
         if self._mman is not None and isinstance(remote, DtlsEndpointAddress):
             self._mman.dispatch_error(DtlsSessionClosed(reason), remote)
         if isinstance(remote, DtlsEndpointAddress):
+            if remote.lane_state is not None:
+                remote.lane_state.close(DtlsSessionClosed(reason))
             if self._recent is not None:
                 for mid in remote.request_mids:  # nothing can repeat these any more
                     self._recent.pop((remote, mid), None)
