@@ -14,6 +14,8 @@ from aiocoap import Context
 
 from . import event_loop
 from .bootstrapper import Bootstrapper
+from .coap.bootstrap_resources import BootstrapEndpoint
+from .coap.direct import LaneRoutes
 from .coap.dtls_transport import DtlsServer, DtlsServerSettings, start_dtls_server
 from .coap.est_resource import EstEndpoint
 from .coap.identity import IdentityResolver
@@ -103,12 +105,8 @@ class BootstrapServer:
         await self.listener.start()  # after every cache has subscribed
         identify = IdentityResolver(self.trust.endpoint_for_psk_identity)
         est_endpoint = EstEndpoint(self.enroller, identify)
-        site = build_site(
-            est_endpoint,
-            identify,
-            self.bootstrapper,
-            lambda: self.coap,
-        )
+        bootstrap_endpoint = BootstrapEndpoint(self.bootstrapper, identify, lambda: self.coap)
+        site = build_site(est_endpoint, bootstrap_endpoint)
         if settings.coap_bind is not None:
             self.coap = await Context.create_server_context(
                 site, bind=settings.coap_bind, transports=["udp6"]
@@ -137,7 +135,11 @@ class BootstrapServer:
                         reuse_port=settings.reuse_port,
                     ),
                     self.trust,
-                    est=est_endpoint,
+                    lane=LaneRoutes(
+                        est=est_endpoint.handle,
+                        bootstrap_request=bootstrap_endpoint.request,
+                        bootstrap_pack=bootstrap_endpoint.pack,
+                    ),
                 )
                 host, port = self.dtls.address
                 log.info("listening", transport="coaps", host=host, port=port)

@@ -88,9 +88,11 @@ async def test_every_security_mode_by_pack_and_by_request(
     prefix = f"bs-{mode}-{unique}"
     await configure(pool, [f"{prefix}-{i:07d}" for i in range(6)], est_config(root, mode))
     assert server.dtls is not None and server.dtls.direct is not None
-    sent = server.dtls.direct.sent
+    sent, taken = server.dtls.direct.sent, server.dtls.direct.taken
     report = await run_fleet(options(server, trusted_factory, chain, prefix, devices=6, concurrency=6))
     assert report.failed == 0, dict(report.failures)
+    # Every /bs and /bspack request was answered by the direct lane (one message each).
+    assert server.dtls.direct.taken - taken >= 6
     # The server's Discover, Deletes, one-message Writes and Finish went through the direct lane.
     assert server.dtls.direct.sent - sent >= 3 * 3
     assert report.extra == {"bootstrapped_by_pack": 3, "bootstrapped_by_request": 3}

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrap.coap import direct, wire
-from bootstrap.coap.est_resource import EstReply, EstRequest
+from bootstrap.coap.exchange import CoapReply, CoapRequest
 
 BlockwiseTuple = BlockOption.BlockwiseTuple
 
@@ -31,8 +31,9 @@ def request_bytes(
     accept: int | None = None,
     block2: tuple[int, int] | None = None,
     extra: tuple[tuple[int, bytes], ...] = (),
+    query: tuple[str, ...] = (),
 ) -> bytes:
-    message = Message(code=code, payload=payload, uri_path=path)
+    message = Message(code=code, payload=payload, uri_path=path, uri_query=query)
     message.mtype = mtype
     message.mid = mid
     message.token = token
@@ -54,6 +55,7 @@ segments = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_siz
 @settings(max_examples=200, deadline=None)
 @given(
     path=st.lists(segments, max_size=5).map(tuple),
+    query=st.lists(segments, max_size=3).map(tuple),
     mtype=st.sampled_from([CON, NON]),
     mid=st.integers(0, 0xFFFF),
     token=st.binary(max_size=8),
@@ -73,6 +75,7 @@ def test_parse_request_agrees_with_aiocoap(**fields: Any) -> None:
     assert parsed.token == reference.token
     assert parsed.code == reference.code
     assert parsed.path == tuple(reference.opt.uri_path)
+    assert parsed.query == tuple(reference.opt.uri_query)
     assert parsed.content_format == reference.opt.content_format
     assert parsed.accept == reference.opt.accept
     assert parsed.payload == reference.payload
@@ -90,7 +93,7 @@ def test_parse_request_agrees_with_aiocoap(**fields: Any) -> None:
         ("DELETE", request_bytes(code=Code.DELETE)),
         ("an ACK", bytes([0x60, 0x00, 0x12, 0x34])),
         ("Block1", request_bytes(extra=((27, b"\x0e"),))),
-        ("Uri-Query (critical, not understood here)", request_bytes(extra=((15, b"a=b"),))),
+        ("Proxy-Uri (critical, not understood here)", request_bytes(extra=((35, b"coap://x/"),))),
         ("If-Match", request_bytes(extra=((1, b"\x01"),))),
         ("truncated header", b"\x40\x02"),
         ("token longer than the datagram", bytes([0x48, 0x02, 0, 1, 1, 2])),
@@ -118,6 +121,7 @@ def test_elective_options_it_does_not_know_are_ignored() -> None:
     token=st.binary(max_size=8),
     code=st.sampled_from(["0.01", "0.02", "0.03", "0.04", "2.04", "2.05", "4.00", "4.03", "4.15", "5.03"]),
     path=st.lists(segments, max_size=4).map(tuple),
+    query=st.lists(segments, max_size=3).map(tuple),
     accept=st.none() | st.integers(0, 0xFFFF),
     payload=st.binary(max_size=1500),
     content_format=st.none() | st.integers(0, 0xFFFF),
@@ -128,6 +132,7 @@ def test_elective_options_it_does_not_know_are_ignored() -> None:
 def test_encode_message_decodes_with_aiocoap(**fields: Any) -> None:
     message = Message.decode(wire.encode_message(**{**fields, "code": wire.code_from_dotted(fields["code"])}))
     assert tuple(message.opt.uri_path) == fields["path"]
+    assert tuple(message.opt.uri_query) == fields["query"]
     assert message.opt.accept == fields["accept"]
     assert message.mtype == fields["mtype"]
     assert message.mid == fields["mid"]
@@ -172,22 +177,22 @@ class FakeRemote:
 class ScriptedEndpoint:
     """An EstEndpoint stand-in: answers with ``reply`` once ``release`` is set, counting calls."""
 
-    def __init__(self, reply: EstReply) -> None:
+    def __init__(self, reply: CoapReply) -> None:
         self.reply = reply
-        self.calls: list[EstRequest] = []
+        self.calls: list[CoapRequest] = []
         self.release = asyncio.Event()
         self.release.set()
 
-    async def handle(self, request: EstRequest) -> EstReply:
+    async def handle(self, request: CoapRequest) -> CoapReply:
         self.calls.append(request)
         await self.release.wait()
         return self.reply
 
 
-def lane_with(reply: EstReply) -> tuple[direct.DirectLane, ScriptedEndpoint]:
+def lane_with(reply: CoapReply) -> tuple[direct.DirectLane, ScriptedEndpoint]:
     endpoint = ScriptedEndpoint(reply)
     mids = iter(range(40000, 50000))
-    return direct.DirectLane(endpoint, lambda: next(mids)), endpoint  # type: ignore[arg-type]
+    return direct.DirectLane(direct.LaneRoutes(est=endpoint.handle), lambda: next(mids)), endpoint
 
 
 async def settle(lane: direct.DirectLane) -> None:
@@ -196,7 +201,7 @@ async def settle(lane: direct.DirectLane) -> None:
 
 
 async def test_confirmable_request_gets_a_piggybacked_answer() -> None:
-    lane, endpoint = lane_with(EstReply("2.04", b"pkcs7", 281))
+    lane, endpoint = lane_with(CoapReply("2.04", b"pkcs7", 281))
     remote = FakeRemote()
     assert lane.offer(remote, request_bytes(path=("est", "LWM2M", "sen"), accept=281))
     await settle(lane)
@@ -216,7 +221,7 @@ async def test_confirmable_request_gets_a_piggybacked_answer() -> None:
 
 
 async def test_non_confirmable_request_gets_a_non_answer_with_a_fresh_message_id() -> None:
-    lane, _ = lane_with(EstReply("2.05", b"certs", 281))
+    lane, _ = lane_with(CoapReply("2.05", b"certs", 281))
     remote = FakeRemote()
     assert lane.offer(remote, request_bytes(mtype=NON, code=Code.GET, path=("est", "crts"), payload=b""))
     await settle(lane)
@@ -225,7 +230,7 @@ async def test_non_confirmable_request_gets_a_non_answer_with_a_fresh_message_id
 
 
 async def test_errors_carry_max_age() -> None:
-    lane, _ = lane_with(EstReply("5.03", b"saturated", max_age=7))
+    lane, _ = lane_with(CoapReply("5.03", b"saturated", max_age=7))
     remote = FakeRemote()
     lane.offer(remote, request_bytes())
     await settle(lane)
@@ -233,7 +238,7 @@ async def test_errors_carry_max_age() -> None:
 
 
 async def test_duplicates_are_answered_again_without_enrolling_again() -> None:
-    lane, endpoint = lane_with(EstReply("2.04", b"pkcs7", 281))
+    lane, endpoint = lane_with(CoapReply("2.04", b"pkcs7", 281))
     endpoint.release.clear()
     remote = FakeRemote()
     data = request_bytes()
@@ -254,7 +259,7 @@ async def test_duplicates_are_answered_again_without_enrolling_again() -> None:
 
 async def test_large_answers_go_in_block2_slices_served_from_the_session() -> None:
     body = bytes(range(256)) * 10  # 2560 bytes: three 1024-byte blocks
-    lane, endpoint = lane_with(EstReply("2.04", body, 281))
+    lane, endpoint = lane_with(CoapReply("2.04", body, 281))
     remote = FakeRemote()
     lane.offer(remote, request_bytes(mid=1))
     await settle(lane)
@@ -275,7 +280,7 @@ async def test_large_answers_go_in_block2_slices_served_from_the_session() -> No
 
 async def test_the_clients_smaller_block_size_is_used() -> None:
     body = b"x" * 300
-    lane, _ = lane_with(EstReply("2.04", body, 281))
+    lane, _ = lane_with(CoapReply("2.04", body, 281))
     remote = FakeRemote()
     lane.offer(remote, request_bytes(block2=(0, 3)))  # 128-byte blocks
     await settle(lane)
@@ -284,7 +289,7 @@ async def test_the_clients_smaller_block_size_is_used() -> None:
 
 
 async def test_block2_beyond_the_end_is_a_bad_option() -> None:
-    lane, _ = lane_with(EstReply("2.04", b"y" * 2000, 281))
+    lane, _ = lane_with(CoapReply("2.04", b"y" * 2000, 281))
     remote = FakeRemote()
     lane.offer(remote, request_bytes(mid=1))
     await settle(lane)
@@ -294,7 +299,7 @@ async def test_block2_beyond_the_end_is_a_bad_option() -> None:
 
 
 async def test_requests_outside_est_or_continuing_aiocoap_transfers_are_not_taken() -> None:
-    lane, endpoint = lane_with(EstReply("2.04", b"", None))
+    lane, endpoint = lane_with(CoapReply("2.04", b"", None))
     remote = FakeRemote()
     assert not lane.offer(remote, request_bytes(path=("bs",)))
     assert not lane.offer(remote, request_bytes(path=("est",)))
@@ -323,7 +328,7 @@ def sent_request(remote: FakeRemote, index: int = -1) -> Message:
 
 
 async def test_a_piggybacked_answer_completes_the_request() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("1",), accept=40))
     await asyncio.sleep(0)
@@ -340,7 +345,7 @@ async def test_a_piggybacked_answer_completes_the_request() -> None:
 
 
 async def test_an_empty_ack_then_a_separate_response() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     pending = asyncio.ensure_future(lane.request(remote, method="POST", path=("bs",)))
     await asyncio.sleep(0)
@@ -357,7 +362,7 @@ async def test_an_empty_ack_then_a_separate_response() -> None:
 
 
 async def test_a_reset_fails_the_request() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     pending = asyncio.ensure_future(lane.request(remote, method="DELETE", path=("0", "1")))
     await asyncio.sleep(0)
@@ -369,7 +374,7 @@ async def test_a_reset_fails_the_request() -> None:
 
 async def test_unanswered_requests_are_retransmitted_then_time_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(direct, "ACK_TIMEOUT", 0.01)
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(lane.request(remote, method="PUT", path=("1", "0"), payload=b"x"), 5)
@@ -379,7 +384,7 @@ async def test_unanswered_requests_are_retransmitted_then_time_out(monkeypatch: 
 
 
 async def test_the_end_of_the_session_fails_requests_in_flight() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("0",)))
     await asyncio.sleep(0)
@@ -390,7 +395,7 @@ async def test_the_end_of_the_session_fails_requests_in_flight() -> None:
 
 
 async def test_a_block_wise_answer_is_fetched_whole() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     body = bytes(range(256)) * 5  # 1280 bytes in 512-byte blocks: 3 exchanges
     pending = asyncio.ensure_future(lane.request(remote, method="GET", path=("",), accept=40))
@@ -417,7 +422,7 @@ async def test_a_block_wise_answer_is_fetched_whole() -> None:
 
 
 async def test_larger_payloads_are_left_to_aiocoap() -> None:
-    lane, _ = lane_with(EstReply("2.04", b""))
+    lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     assert lane.can_carry(remote, b"x" * 1024)
     assert not lane.can_carry(remote, b"x" * 1025)

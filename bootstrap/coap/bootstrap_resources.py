@@ -21,8 +21,9 @@ from ..bootstrapper import Bootstrapper, check_identity, parse_query
 from ..errors import BootstrapError
 from ..lwm2m.session import BootstrapSession, Operation, build_pack, request_version
 from .direct import DirectLane
+from .exchange import INTERNAL_ERROR, CoapReply, CoapRequest, error_reply
 from .identity import IdentityResolver
-from .replies import error_reply, internal_error
+from .replies import coap_request, reply_message
 from .wire import dotted
 
 log = structlog.get_logger(__name__)
@@ -46,43 +47,69 @@ def to_message(operation: Operation, remote: Any) -> Message:
     return message
 
 
-class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
-    """``POST /bs``: answer, then drive the bootstrap session."""
-
-    rt = "oma.lwm2m.bs"
+class BootstrapEndpoint:
+    """The Bootstrap Interface, whatever carried the request (aiocoap or the DTLS direct lane)."""
 
     def __init__(
         self, bootstrapper: Bootstrapper, identify: IdentityResolver, context: Callable[[], Any]
     ) -> None:
-        super().__init__()
         self._bootstrapper = bootstrapper
         self._identify = identify
         self._context = context
 
-    async def render_to_pipe(self, pipe: Any) -> None:
-        """Send the 2.04 before the first server-to-client request (Leshan does the same)."""
-        request = pipe.request
+    async def request(self, request: CoapRequest) -> CoapReply:
+        """``POST /bs``: 2.04, and the session starts once that answer is sent (Leshan does the same:
+        the device hears "accepted" before the first server-to-client request)."""
         request_id = self._bootstrapper.new_request_id()
-        start: Callable[[], None] | None = None
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
             try:
-                if request.code != Code.POST:
-                    response = Message(code=Code.METHOD_NOT_ALLOWED, payload=b"Bootstrap-Request is POST")
-                else:
-                    start = await self._prepare(request, request_id)
-                    response = Message(code=Code.CHANGED)
+                if request.method != "POST":
+                    return CoapReply("4.05", b"Bootstrap-Request is POST")
+                return CoapReply("2.04", after=await self._prepare(request, request_id))
             except BootstrapError as error:
                 log.info("Bootstrap-Request refused", code=error.coap_code, reason=error.message)
-                response = error_reply(error)
+                return error_reply(error)
             except Exception:
                 log.exception("Bootstrap-Request failed")
-                response = internal_error()
-        pipe.add_response(response, is_last=True)
-        if start is not None:
-            start()
+                return INTERNAL_ERROR
 
-    async def _prepare(self, request: Any, request_id: str) -> Callable[[], None]:
-        query = parse_query(list(request.opt.uri_query))
+    async def pack(self, request: CoapRequest) -> CoapReply:
+        """``GET /bspack``: validate, prepare, encode in the Accept'ed format, record."""
+        request_id = self._bootstrapper.new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+            try:
+                if request.method != "GET":
+                    return CoapReply("4.05", b"Bootstrap-Pack-Request is GET")
+                query = parse_query(list(request.query))
+                endpoint = check_identity(
+                    query,
+                    self._identify(request.remote),
+                    allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
+                )
+                structlog.contextvars.bind_contextvars(endpoint=endpoint)
+                started = self._bootstrapper.now()
+                fmt = request.accept
+                config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
+                payload = build_pack(config, credentials, fmt)
+            except BootstrapError as error:
+                log.info("Bootstrap-Pack-Request refused", code=error.coap_code, reason=error.message)
+                return error_reply(error)
+            except Exception:
+                log.exception("Bootstrap-Pack-Request failed")
+                return INTERNAL_ERROR
+            await self._bootstrapper.record(
+                endpoint=endpoint,
+                method="pack",
+                transport=_transport(request.remote),
+                started_at=started,
+                outcome="success",
+                reason=None,
+                security_mode=config.security_mode,
+            )
+            return CoapReply("2.05", payload, 112 if fmt is None else fmt)
+
+    async def _prepare(self, request: CoapRequest, request_id: str) -> Callable[[], None]:
+        query = parse_query(list(request.query))
         endpoint = check_identity(
             query,
             self._identify(request.remote),
@@ -188,47 +215,32 @@ class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
         )
 
 
+class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
+    """aiocoap adapter for ``POST /bs``."""
+
+    rt = "oma.lwm2m.bs"
+
+    def __init__(self, endpoint: BootstrapEndpoint) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        """Answer, then start the session (its first request must follow the 2.04)."""
+        reply = await self._endpoint.request(coap_request(pipe.request))
+        pipe.add_response(reply_message(reply), is_last=True)
+        if reply.after is not None:
+            reply.after()
+
+
 class BootstrapPackResource(coap_resource.Resource):  # type: ignore[misc]
-    """``GET /bspack``: the whole configuration in one answer (LwM2M 1.2)."""
+    """aiocoap adapter for ``GET /bspack`` (LwM2M 1.2)."""
 
     rt = "oma.lwm2m.bspack"
 
-    def __init__(self, bootstrapper: Bootstrapper, identify: IdentityResolver) -> None:
+    def __init__(self, endpoint: BootstrapEndpoint) -> None:
         super().__init__()
-        self._bootstrapper = bootstrapper
-        self._identify = identify
+        self._endpoint = endpoint
 
     async def render_get(self, request: Any) -> Message:
-        """Validate, prepare, encode in the Accept'ed format, record."""
-        request_id = self._bootstrapper.new_request_id()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                query = parse_query(list(request.opt.uri_query))
-                endpoint = check_identity(
-                    query,
-                    self._identify(request.remote),
-                    allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
-                )
-                structlog.contextvars.bind_contextvars(endpoint=endpoint)
-                started = self._bootstrapper.now()
-                fmt = request.opt.accept
-                config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
-                payload = build_pack(config, credentials, None if fmt is None else int(fmt))
-            except BootstrapError as error:
-                log.info("Bootstrap-Pack-Request refused", code=error.coap_code, reason=error.message)
-                return error_reply(error)
-            except Exception:
-                log.exception("Bootstrap-Pack-Request failed")
-                return internal_error()
-            await self._bootstrapper.record(
-                endpoint=endpoint,
-                method="pack",
-                transport=_transport(request.remote),
-                started_at=started,
-                outcome="success",
-                reason=None,
-                security_mode=config.security_mode,
-            )
-            return Message(
-                code=Code.CONTENT, payload=payload, content_format=112 if fmt is None else int(fmt)
-            )
+        """Decode, handle, encode."""
+        return reply_message(await self._endpoint.pack(coap_request(request)))

@@ -44,14 +44,14 @@ import asyncio
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
 from .. import est
-from .est_resource import EstEndpoint, EstReply, EstRequest
+from .exchange import CoapReply, CoapRequest
 from .wire import (
     ACK,
     CON,
@@ -68,7 +68,7 @@ from .wire import (
     parse_message,
 )
 
-__all__ = ["DeviceReset", "DirectLane", "LaneState", "parse_request"]
+__all__ = ["DeviceReset", "DirectLane", "LaneRoutes", "LaneState", "parse_request"]
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +131,7 @@ class LaneState:
 
     recent: OrderedDict[int, bytes | None] = field(default_factory=OrderedDict)
     """Message ID → encoded answer (``None`` while it is being made)."""
-    bodies: OrderedDict[tuple[int, tuple[str, ...], int | None], EstReply] = field(
+    bodies: OrderedDict[tuple[int, tuple[str, ...], int | None], CoapReply] = field(
         default_factory=OrderedDict
     )
     """(code, path, Accept) → the whole answer whose first slice was sent."""
@@ -163,6 +163,33 @@ class LaneState:
                 outstanding.future.set_exception(error)
 
 
+#: A transport-neutral handler: the EST endpoint's ``handle``, the bootstrap endpoint's ``request``...
+Handler = Callable[[CoapRequest], Awaitable[CoapReply]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaneRoutes:
+    """Which requests from devices the lane answers, and with what."""
+
+    est: Handler | None = None
+    """EST below every EST root (the handler sees the path below the root)."""
+    bootstrap_request: Handler | None = None
+    """``/bs`` (Bootstrap-Request)."""
+    bootstrap_pack: Handler | None = None
+    """``/bspack`` (Bootstrap-Pack-Request)."""
+
+    def route(self, path: tuple[str, ...]) -> tuple[Handler, tuple[str, ...]] | None:
+        """The handler for ``path`` and the path it is given, or ``None``."""
+        if path == ("bs",):
+            return None if self.bootstrap_request is None else (self.bootstrap_request, path)
+        if path == ("bspack",):
+            return None if self.bootstrap_pack is None else (self.bootstrap_pack, path)
+        if self.est is None:
+            return None
+        below = est_path(path)
+        return None if below is None else (self.est, below)
+
+
 def est_path(path: tuple[str, ...]) -> tuple[str, ...] | None:
     """The path below an EST root, or ``None`` if ``path`` is not under one."""
     for root, depth in _EST_ROOTS:
@@ -175,8 +202,8 @@ class DirectLane:
     """Answers the EST requests it takes from DTLS sessions, and carries the server's own
     requests to devices (the bootstrap interface's role reversal); see the module docstring."""
 
-    def __init__(self, endpoint: EstEndpoint, next_mid: Callable[[], int]) -> None:
-        self._endpoint = endpoint
+    def __init__(self, routes: LaneRoutes, next_mid: Callable[[], int]) -> None:
+        self._routes = routes
         self._next_mid = next_mid
         self._tasks: set[asyncio.Task[None]] = set()
         self.taken = 0
@@ -200,9 +227,10 @@ class DirectLane:
             return self._incoming_response(remote, message)
         if message.code not in (GET, POST) or message.mtype > NON or message.block1:
             return False
-        below = est_path(message.path)
-        if below is None:
+        routed = self._routes.route(message.path)
+        if routed is None:
             return False
+        handler, below = routed
         state = self._state(remote)
         key = (message.code, message.path, message.accept)
         continuing = message.block2 is not None and message.block2[0] > 0
@@ -218,21 +246,24 @@ class DirectLane:
         if continuing:
             self._answer(remote, state, message, key, state.bodies[key])
             return True
-        task = asyncio.get_running_loop().create_task(self._handle(remote, state, message, below, key))
+        task = asyncio.get_running_loop().create_task(
+            self._handle(handler, remote, state, message, below, key)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
     async def _handle(
         self,
+        handler: Handler,
         remote: Any,
         state: LaneState,
         request: WireMessage,
         below: tuple[str, ...],
         key: tuple[int, tuple[str, ...], int | None],
     ) -> None:
-        reply = await self._endpoint.handle(
-            EstRequest(
+        reply = await handler(
+            CoapRequest(
                 method=METHOD_NAMES[request.code],
                 path=below,
                 content_format=request.content_format,
@@ -240,9 +271,12 @@ class DirectLane:
                 payload=request.payload,
                 remote=remote,
                 peer=remote.hostinfo,
+                query=request.query,
             )
         )
         self._answer(remote, state, request, key, reply)
+        if reply.after is not None:
+            reply.after()
 
     def _answer(
         self,
@@ -250,7 +284,7 @@ class DirectLane:
         state: LaneState,
         request: WireMessage,
         key: tuple[int, tuple[str, ...], int | None],
-        reply: EstReply,
+        reply: CoapReply,
     ) -> None:
         block_size = min(MAX_BLOCK, int(remote.maximum_payload_size))
         number = 0
@@ -264,7 +298,7 @@ class DirectLane:
             start = number * block_size
             if start >= len(payload):
                 state.bodies.pop(key, None)
-                reply = EstReply("4.02", b"Block2 number beyond the end of the answer")
+                reply = CoapReply("4.02", b"Block2 number beyond the end of the answer")
                 payload = reply.payload
             else:
                 more = start + block_size < len(payload)

@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap import metrics
-from bootstrap.coap.direct import DirectLane, LaneState
+from bootstrap.coap.direct import DirectLane, LaneRoutes, LaneState
 from bootstrap.coap.dtls import (
     DtlsEngineConfig,
     DtlsEngineStats,
@@ -43,7 +43,6 @@ from bootstrap.coap.dtls import (
     TrustSource,
     psk_identity_in,
 )
-from bootstrap.coap.est_resource import EstEndpoint
 from bootstrap.identity import DeviceIdentity
 
 __all__ = [
@@ -239,11 +238,11 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
     """aiocoap MessageInterface serving ``coaps://`` through a :class:`DtlsServerEngine`."""
 
     def __init__(
-        self, mman: Any, settings: DtlsServerSettings, trust: TrustSource, est: EstEndpoint | None = None
+        self, mman: Any, settings: DtlsServerSettings, trust: TrustSource, lane: LaneRoutes | None = None
     ) -> None:
         self._mman: Any = mman
-        #: EST requests that need nothing of aiocoap are answered here (see bootstrap.coap.direct).
-        self.direct: DirectLane | None = DirectLane(est, mman._next_message_id) if est is not None else None
+        #: Exchanges that need nothing of aiocoap happen here (see bootstrap.coap.direct).
+        self.direct: DirectLane | None = DirectLane(lane, mman._next_message_id) if lane is not None else None
         self._settings = settings
         self._trust = trust
         self._loop = asyncio.get_running_loop()
@@ -261,10 +260,10 @@ class DtlsMessageInterface(interfaces.MessageInterface):  # type: ignore[misc]
 
     @classmethod
     async def create(
-        cls, mman: Any, settings: DtlsServerSettings, trust: TrustSource, est: EstEndpoint | None = None
+        cls, mman: Any, settings: DtlsServerSettings, trust: TrustSource, lane: LaneRoutes | None = None
     ) -> DtlsMessageInterface:
         """Bind the socket and build the engine."""
-        self = cls(mman, settings, trust, est)
+        self = cls(mman, settings, trust, lane)
         self._recent = forgive_recent_messages(mman)
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _DatagramProtocol(self),
@@ -530,12 +529,13 @@ class DtlsServer:
 
 
 async def start_dtls_server(
-    context: Any, settings: DtlsServerSettings, trust: TrustSource, *, est: EstEndpoint | None = None
+    context: Any, settings: DtlsServerSettings, trust: TrustSource, *, lane: LaneRoutes | None = None
 ) -> DtlsServer:
     """Serve ``coaps://`` on ``settings.bind`` for an existing aiocoap ``Context``.
 
-    With ``est``, whole-message EST requests are answered by the direct lane
-    (:mod:`bootstrap.coap.direct`) instead of going through aiocoap's request pipeline.
+    With ``lane``, the requests it routes (EST, ``/bs``, ``/bspack``) and the server's own requests
+    to devices go through the direct lane (:mod:`bootstrap.coap.direct`) instead of aiocoap's
+    request pipeline whenever they fit one message.
 
     The transport is added with aiocoap's own MessageManager/TokenManager stack (the same
     private hook aiocoap 0.4.17 uses for its UDP transport) and put first in the
@@ -544,7 +544,7 @@ async def start_dtls_server(
     created: list[DtlsMessageInterface] = []
 
     async def construct(mman: Any) -> DtlsMessageInterface:
-        interface = await DtlsMessageInterface.create(mman, settings, trust, est)
+        interface = await DtlsMessageInterface.create(mman, settings, trust, lane)
         created.append(interface)
         return interface
 

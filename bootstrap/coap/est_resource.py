@@ -1,8 +1,8 @@
 """EST-coaps over CoAP: one transport-neutral handler and the aiocoap resource that adapts it.
 
-:class:`EstEndpoint` takes a decoded request (:class:`EstRequest`: path below the EST root, method,
+:class:`EstEndpoint` takes a decoded request (:class:`CoapRequest`: path below the EST root, method,
 Content-Format, Accept, payload, the remote the transport authenticated) and returns an
-:class:`EstReply` (dotted CoAP code, payload, options); routing, formats and errors live in
+:class:`CoapReply` (dotted CoAP code, payload, options); routing, formats and errors live in
 :mod:`bootstrap.est`, the signing path in the enroller, and errors are translated to CoAP codes here,
 once. Two adapters call it: :class:`EstResource` under aiocoap (block-wise transfers, every transport),
 and the direct lane of :mod:`bootstrap.coap.direct` for whole-message requests on DTLS sessions.
@@ -16,7 +16,6 @@ aiocoap reassembles Block1 requests and serves Block2 slices of the response it 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,45 +28,11 @@ from .. import est
 from ..enrollment import Enroller
 from ..errors import BootstrapError, Unauthorized
 from ..policy import Requester
+from .exchange import INTERNAL_ERROR, CoapReply, CoapRequest, error_reply
 from .identity import IdentityResolver
-from .replies import code_from_dotted
+from .replies import coap_request, reply_message
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EstRequest:
-    """An EST request as any CoAP adapter decodes it."""
-
-    method: str
-    """``GET`` or ``POST`` (any other method is refused with 4.05)."""
-    path: tuple[str, ...]
-    """Uri-Path below the EST root: ``("sen",)`` or ``("<label>", "sen")``."""
-    content_format: int | None
-    accept: int | None
-    payload: bytes
-    remote: Any
-    """The transport's remote; its ``authenticated_claims`` name the client."""
-    peer: str
-    """``host:port`` for log lines."""
-
-
-@dataclass(frozen=True, slots=True)
-class EstReply:
-    """What to answer: a dotted CoAP code (``"2.04"``), the payload and its options."""
-
-    code: str
-    payload: bytes
-    content_format: int | None = None
-    max_age: int | None = None
-
-
-def _error(error: BootstrapError) -> EstReply:
-    # RFC 7252 §5.5.2: a diagnostic payload is a short UTF-8 message.
-    return EstReply(error.coap_code, error.message.encode()[:200], max_age=error.max_age)
-
-
-_INTERNAL_ERROR = EstReply("5.00", b"internal error")
 
 
 class EstEndpoint:
@@ -77,7 +42,7 @@ class EstEndpoint:
         self._enroller = enroller
         self._identify = identify
 
-    async def handle(self, request: EstRequest) -> EstReply:
+    async def handle(self, request: CoapRequest) -> CoapReply:
         """Route, call the core, translate errors once (logged with the request's context)."""
         request_id = os.urandom(8).hex()
         with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
@@ -91,19 +56,19 @@ class EstEndpoint:
                     return await self._enroll(request, target, request_id)
             except BootstrapError as error:
                 log.info("EST request refused", code=error.coap_code, reason=error.message)
-                return _error(error)
+                return error_reply(error)
             except Exception:
                 log.exception("EST request failed")
-                return _INTERNAL_ERROR
+                return INTERNAL_ERROR
 
-    async def _crts(self, request: EstRequest, target: est.EstTarget) -> EstReply:
+    async def _crts(self, request: CoapRequest, target: est.EstTarget) -> CoapReply:
         fmt = est.response_format(request.accept)
         chain = await self._enroller.ca_certificates(target.service)
-        return EstReply("2.05", est.encode_ca_certificates(fmt, chain), fmt)
+        return CoapReply("2.05", est.encode_ca_certificates(fmt, chain), fmt)
 
     async def _server_keygen(
-        self, request: EstRequest, target: est.EstTarget, request_id: str, requester: Requester | None
-    ) -> EstReply:
+        self, request: CoapRequest, target: est.EstTarget, request_id: str, requester: Requester | None
+    ) -> CoapReply:
         fmt = est.server_keygen_format(request.accept)
         if requester is None:
             raise Unauthorized("server-side key generation needs a DTLS/TLS-authenticated client")
@@ -118,9 +83,9 @@ class EstEndpoint:
             enrolled.certificate,
             enrolled.chain,
         )
-        return EstReply("2.04", payload, fmt)
+        return CoapReply("2.04", payload, fmt)
 
-    async def _enroll(self, request: EstRequest, target: est.EstTarget, request_id: str) -> EstReply:
+    async def _enroll(self, request: CoapRequest, target: est.EstTarget, request_id: str) -> CoapReply:
         est.check_request_format(request.content_format)
         requester = self._identify(request.remote)
         if target.operation is est.Operation.SKG:
@@ -137,7 +102,7 @@ class EstEndpoint:
                 service=target.service,
                 request_id=request_id,
             )
-        return EstReply("2.04", est.encode_enrolled(fmt, enrolled.certificate, enrolled.chain), fmt)
+        return CoapReply("2.04", est.encode_enrolled(fmt, enrolled.certificate, enrolled.chain), fmt)
 
 
 class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]
@@ -155,20 +120,4 @@ class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: i
 
     async def render(self, request: Any) -> Message:
         """Decode, handle, encode."""
-        reply = await self._endpoint.handle(
-            EstRequest(
-                method=str(request.code),
-                path=tuple(request.opt.uri_path),
-                content_format=request.opt.content_format,
-                accept=request.opt.accept,
-                payload=request.payload,
-                remote=request.remote,
-                peer=str(getattr(request.remote, "hostinfo", "?")),
-            )
-        )
-        message = Message(code=code_from_dotted(reply.code), payload=reply.payload)
-        if reply.content_format is not None:
-            message.opt.content_format = reply.content_format
-        if reply.max_age is not None:
-            message.opt.max_age = reply.max_age
-        return message
+        return reply_message(await self._endpoint.handle(coap_request(request)))

@@ -1,29 +1,36 @@
-"""Translating core results and errors into CoAP messages, in one place."""
+"""aiocoap messages to and from the transport-neutral :mod:`bootstrap.coap.exchange` types."""
 
 from __future__ import annotations
 
-import structlog
+from typing import Any
+
 from aiocoap import Code, Message
 
-from ..errors import BootstrapError
+from .exchange import CoapReply, CoapRequest
 
-log = structlog.get_logger(__name__)
-
-
-def code_from_dotted(dotted: str) -> Code:
-    """``"4.15"`` → :class:`aiocoap.Code` (class * 32 + detail, RFC 7252 §3)."""
-    major, minor = dotted.split(".")
-    return Code(int(major) * 32 + int(minor))
+__all__ = ["coap_request", "reply_message"]
 
 
-def error_reply(error: BootstrapError) -> Message:
-    """A diagnostic response (RFC 7252 §5.5.2: the payload is a short UTF-8 message)."""
-    message = Message(code=code_from_dotted(error.coap_code), payload=error.message.encode()[:200])
-    if error.max_age is not None:
-        message.opt.max_age = error.max_age
+def coap_request(request: Any) -> CoapRequest:
+    """The :class:`CoapRequest` of an aiocoap request (path relative to the resource)."""
+    return CoapRequest(
+        method=str(request.code),
+        path=tuple(request.opt.uri_path),
+        content_format=None if request.opt.content_format is None else int(request.opt.content_format),
+        accept=None if request.opt.accept is None else int(request.opt.accept),
+        payload=request.payload,
+        remote=request.remote,
+        peer=str(getattr(request.remote, "hostinfo", "?")),
+        query=tuple(request.opt.uri_query),
+    )
+
+
+def reply_message(reply: CoapReply) -> Message:
+    """The aiocoap response for a :class:`CoapReply` (``"4.15"`` → class * 32 + detail, RFC 7252 §3)."""
+    major, minor = reply.code.split(".")
+    message = Message(code=Code(int(major) * 32 + int(minor)), payload=reply.payload)
+    if reply.content_format is not None:
+        message.opt.content_format = reply.content_format
+    if reply.max_age is not None:
+        message.opt.max_age = reply.max_age
     return message
-
-
-def internal_error() -> Message:
-    """5.00 without details (the log line carries them)."""
-    return Message(code=Code.INTERNAL_SERVER_ERROR, payload=b"internal error")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 from aiocoap import resource as coap_resource
 from aiocoap.options import Options
 
 from .. import est
-from ..bootstrapper import Bootstrapper
-from .bootstrap_resources import BootstrapPackResource, BootstrapRequestResource
+from .bootstrap_resources import BootstrapEndpoint, BootstrapPackResource, BootstrapRequestResource
 from .est_resource import EstEndpoint, EstResource
-from .identity import IdentityResolver
 
 
 class LeanSite(coap_resource.Site):  # type: ignore[misc]
@@ -49,22 +46,16 @@ def _with_path(request: Any, path: tuple[str, ...]) -> Any:
     return stripped
 
 
-def build_site(
-    est_endpoint: EstEndpoint,
-    identify: IdentityResolver,
-    bootstrapper: Bootstrapper | None = None,
-    context: Callable[[], Any] | None = None,
-) -> coap_resource.Site:
-    """``/.well-known/core``, ``est_endpoint`` at ``/.well-known/est`` and ``/est``, and (given a
-    bootstrapper and the server context for role reversal) the LwM2M Bootstrap Interface at ``/bs``
-    and ``/bspack``."""
+def build_site(est_endpoint: EstEndpoint, bootstrap: BootstrapEndpoint | None = None) -> coap_resource.Site:
+    """``/.well-known/core``, ``est_endpoint`` at ``/.well-known/est`` and ``/est``, and (given the
+    bootstrap endpoint) the LwM2M Bootstrap Interface at ``/bs`` and ``/bspack``."""
     site = LeanSite()
     site.add_resource(
         [".well-known", "core"], coap_resource.WKCResource(site.get_resources_as_linkheader, impl_info=None)
     )
     for root in est.ROOTS:
         site.add_resource(list(root), EstResource(est_endpoint))
-    if bootstrapper is not None and context is not None:
-        site.add_resource(["bs"], BootstrapRequestResource(bootstrapper, identify, context))
-        site.add_resource(["bspack"], BootstrapPackResource(bootstrapper, identify))
+    if bootstrap is not None:
+        site.add_resource(["bs"], BootstrapRequestResource(bootstrap))
+        site.add_resource(["bspack"], BootstrapPackResource(bootstrap))
     return site

@@ -35,7 +35,7 @@ URI_HOST, ETAG, URI_PORT, LOCATION_PATH, URI_PATH, CONTENT_FORMAT, MAX_AGE = 3, 
 URI_QUERY, ACCEPT, BLOCK2, BLOCK1, SIZE2, SIZE1 = 15, 17, 23, 27, 28, 60
 #: Critical (odd) options understood here. A message with any other critical option is left to
 #: aiocoap, which answers 4.02 or rejects it as §5.4.1 says.
-_CRITICAL_UNDERSTOOD = frozenset({URI_HOST, URI_PORT, URI_PATH, ACCEPT, BLOCK2})
+_CRITICAL_UNDERSTOOD = frozenset({URI_HOST, URI_PORT, URI_PATH, URI_QUERY, ACCEPT, BLOCK2})
 
 
 @dataclass(slots=True)
@@ -48,6 +48,7 @@ class WireMessage:
     code: int
     """Class * 32 + detail: 1-4 are methods, 0 the empty message, 64 and up responses."""
     path: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
     content_format: int | None = None
     accept: int | None = None
     max_age: int | None = None
@@ -99,6 +100,7 @@ def parse_message(data: bytes) -> WireMessage | None:
         return None
     message = WireMessage((first >> 4) & 0x03, (data[2] << 8) | data[3], data[4:position], data[1])
     path: list[str] = []
+    query: list[str] = []
     number = 0
     while position < size:
         byte = data[position]
@@ -143,6 +145,11 @@ def parse_message(data: bytes) -> WireMessage | None:
                 path.append(value.decode())
             except UnicodeDecodeError:
                 return None
+        elif number == URI_QUERY:
+            try:
+                query.append(value.decode())
+            except UnicodeDecodeError:
+                return None
         elif number == CONTENT_FORMAT:
             message.content_format = _uint(value)
         elif number == ACCEPT:
@@ -157,8 +164,9 @@ def parse_message(data: bytes) -> WireMessage | None:
         elif number == BLOCK1:
             message.block1 = True
         elif number & 1 and number not in _CRITICAL_UNDERSTOOD:
-            return None  # Uri-Query, If-Match, Observe's partners, ...: aiocoap's job
+            return None  # If-Match, If-None-Match, Proxy-Uri, ...: aiocoap's job
     message.path = tuple(path)
+    message.query = tuple(query)
     return message
 
 
@@ -190,6 +198,7 @@ def encode_message(
     code: int,
     path: Iterable[str] = (),
     content_format: int | None = None,
+    query: Iterable[str] = (),
     max_age: int | None = None,
     accept: int | None = None,
     block2: tuple[int, bool, int] | None = None,
@@ -203,9 +212,16 @@ def encode_message(
     for segment in path:
         out += _option(previous, URI_PATH, segment.encode())
         previous = URI_PATH
+    if content_format is not None:
+        out += _option(previous, CONTENT_FORMAT, _uint_bytes(content_format))
+        previous = CONTENT_FORMAT
+    if max_age is not None:
+        out += _option(previous, MAX_AGE, _uint_bytes(max_age))
+        previous = MAX_AGE
+    for item in query:
+        out += _option(previous, URI_QUERY, item.encode())
+        previous = URI_QUERY
     for number, value in (
-        (CONTENT_FORMAT, content_format),
-        (MAX_AGE, max_age),
         (ACCEPT, accept),
         (BLOCK2, None if block2 is None else (block2[0] << 4) | (8 if block2[1] else 0) | block2[2]),
         (SIZE2, size2),
