@@ -11,6 +11,7 @@ For isolated tests, :func:`new_registry` plus :meth:`Metrics.create` give a sepa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -116,6 +117,19 @@ REGISTRY = new_registry()
 METRICS = Metrics.create(REGISTRY)
 
 
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: label sets are few (services, issuers, outcomes) and
+    prometheus-client's lookup, with its validation and lock, was a visible cost per certificate."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def observe_enrollment(service: str, issuer: str, outcome: str, seconds: float) -> None:
     """Count one enrollment and its duration.
 
@@ -125,8 +139,8 @@ def observe_enrollment(service: str, issuer: str, outcome: str, seconds: float) 
         outcome: ``success``, or a short failure label (``rejected``, ``unavailable``, ``bad_csr``...).
         seconds: Time from CSR received to answer.
     """
-    METRICS.enrollments.labels(service=service, issuer=issuer, outcome=outcome).inc()
-    METRICS.enrollment_seconds.labels(service=service, issuer=issuer).observe(seconds)
+    _child(METRICS.enrollments, service, issuer, outcome).inc()
+    _child(METRICS.enrollment_seconds, service, issuer).observe(seconds)
 
 
 def observe_handshake(mode: str, outcome: str) -> None:
@@ -136,7 +150,7 @@ def observe_handshake(mode: str, outcome: str) -> None:
         mode: ``psk``, ``certificate`` or ``rpk``.
         outcome: ``success`` or a short failure label (``unknown_identity``, ``bad_certificate``...).
     """
-    METRICS.handshakes.labels(mode=mode, outcome=outcome).inc()
+    _child(METRICS.handshakes, mode, outcome).inc()
 
 
 def observe_backend_error(issuer: str, kind: str) -> None:
@@ -151,12 +165,12 @@ def observe_backend_error(issuer: str, kind: str) -> None:
 
 def session_opened(transport: str) -> None:
     """One more live session on ``transport`` (``udp``, ``dtls``, ``tcp``...)."""
-    METRICS.live_sessions.labels(transport=transport).inc()
+    _child(METRICS.live_sessions, transport).inc()
 
 
 def session_closed(transport: str) -> None:
     """One live session on ``transport`` fewer."""
-    METRICS.live_sessions.labels(transport=transport).dec()
+    _child(METRICS.live_sessions, transport).dec()
 
 
 def set_live_sessions(transport: str, count: int) -> None:
@@ -166,4 +180,4 @@ def set_live_sessions(transport: str, count: int) -> None:
 
 def observe_bootstrap_session(outcome: str) -> None:
     """Count one finished bootstrap session (``success``, ``timeout``, ``rejected``, ``error``)."""
-    METRICS.bootstrap_sessions.labels(outcome=outcome).inc()
+    _child(METRICS.bootstrap_sessions, outcome).inc()

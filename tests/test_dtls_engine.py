@@ -318,6 +318,36 @@ def test_trusted_intermediate_is_a_trust_anchor(pki: DtlsPki) -> None:
     assert client.handshake_complete, (client.error, h.rec.closed)
 
 
+def test_ca_verdicts_are_remembered_and_still_refuse(pki: DtlsPki) -> None:
+    """A chain certificate is judged once per fingerprint; the remembered verdict is applied to
+    every later handshake, for a sound intermediate and for one with a 1024-bit RSA key alike."""
+    h = make_harness(pki)
+    for _ in range(2):
+        client = cert_client(pki, pki.device_via_intermediate)
+        h.exchange(client)
+        assert client.handshake_complete, (client.error, h.rec.closed)
+    assert len(h.engine._ca_verdicts) == 2  # the intermediate and the factory root
+    weak_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    weak_intermediate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Weak Intermediate")]))
+        .issuer_name(pki.device_ca.certificate.subject)
+        .public_key(weak_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(pki.device_ca.key, hashes.SHA256())
+    )
+    weak = issue(Issued(weak_intermediate, weak_key), "urn:dev:ops:weak-chain")  # type: ignore[arg-type]
+    for attempt in range(2):
+        client = cert_client(pki, weak)
+        h.exchange(client)
+        assert not client.handshake_complete
+        assert "(depth 1): RSA key of 1024 bits" in h.rec.closed[-1][1], (attempt, h.rec.closed)
+    assert len(h.engine._ca_verdicts) == 3
+
+
 def _weak_rsa_device(pki: DtlsPki) -> Issued:
     """A device certificate with a 1024-bit RSA key (OpenSSL level 2 refuses it; so must we)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)

@@ -150,6 +150,7 @@ def iter_records(data: bytes) -> Iterator[tuple[int, int]]:
 
 
 HANDSHAKE_CLIENT_KEY_EXCHANGE = 16
+_APPLICATION_DATA_BYTE = b"\x17"  # ContentType application_data (RFC 5246 §6.2.1)
 
 
 def psk_identity_in(datagram: bytes) -> bytes | None:
@@ -160,6 +161,8 @@ def psk_identity_in(datagram: bytes) -> bytes | None:
     the transport fetch the key asynchronously, so the handshake callback, which must be
     synchronous, finds it in memory. Certificate-mode exchanges yield ``None``.
     """
+    if datagram[:1] == _APPLICATION_DATA_BYTE:  # the common case once sessions are up
+        return None
     for start, end in iter_records(datagram):
         record = datagram[start:end]
         if len(record) < RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + 2:
@@ -397,6 +400,7 @@ class DtlsSession:
         "identity",
         "last_activity",
         "peer",
+        "peer_certificate",
         "psk_identity",
         "serial",
         "state",
@@ -417,6 +421,8 @@ class DtlsSession:
         self.timer_deadline: float | None = None
         self.client_hello = client_hello.message
         self.psk_identity: bytes | None = None
+        #: The client's certificate as the verify callback saw it (read once per handshake).
+        self.peer_certificate: x509.Certificate | None = None
         self.failure_reason: str | None = None
         self.app_data: Any = None
         self._conn: SSL.Connection | None = conn
@@ -536,7 +542,7 @@ class _ServerContext:
         self.context = ctx
 
 
-def _weakness(cert: x509.Certificate) -> str | None:
+def _weakness(cert: x509.Certificate, *, self_signed: bool) -> str | None:
     """What OpenSSL's security level 2 would have refused in a chain certificate, or ``None``."""
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
@@ -547,12 +553,17 @@ def _weakness(cert: x509.Certificate) -> str | None:
             return f"EC key on {key.curve.name}"
     elif not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return f"unsupported key type {type(key).__name__}"
-    if cert.subject == cert.issuer:
+    if self_signed:
         return None  # a trust anchor's self-signature carries no weight (RFC 5280 §6.1)
     digest = cert.signature_hash_algorithm
     if digest is not None and digest.name not in _ACCEPTED_DIGESTS:
         return f"signature digest {digest.name}"
     return None
+
+
+#: Verdicts of :func:`_weakness` on CA certificates by SHA-256 fingerprint: every handshake under
+#: the same manufacturer CA presents the same CA certificates.
+_CA_VERDICT_CACHE = 1024
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -581,6 +592,7 @@ class DtlsServerEngine:
         self._context: _ServerContext | None = None
         self._context_cas: object = None
         self._context_version: object = None
+        self._ca_verdicts: dict[bytes, str | None] = {}
         self._closing = False
 
     # -- public API ------------------------------------------------------------------------
@@ -767,18 +779,33 @@ class DtlsServerEngine:
         self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
     ) -> bool:
         session = conn.get_app_data()
-        certificate = cert.to_cryptography()
         if not ok:
             if isinstance(session, DtlsSession) and session.failure_reason is None:
                 text = _ffi.string(_lib.X509_verify_cert_error_string(errno)).decode(errors="replace")
-                subject = certificate.subject.rfc4514_string()
+                subject = cert.to_cryptography().subject.rfc4514_string()
                 session.failure_reason = f"client certificate rejected (depth {depth}, {subject}): {text}"
             return False
-        problem = _weakness(certificate)
-        if problem is None and depth == 0:
-            names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            if len(names) != 1 or not names[0].value:
-                problem = "client certificate needs exactly one subject common name"
+        # X509_NAME_cmp in C, rather than parsing both names into Python objects.
+        raw = cert._x509
+        self_signed = _lib.X509_NAME_cmp(_lib.X509_get_subject_name(raw), _lib.X509_get_issuer_name(raw)) == 0
+        if depth > 0:
+            fingerprint = cert.digest("sha256")
+            if fingerprint in self._ca_verdicts:
+                problem = self._ca_verdicts[fingerprint]
+            else:
+                problem = _weakness(cert.to_cryptography(), self_signed=self_signed)
+                if len(self._ca_verdicts) >= _CA_VERDICT_CACHE:
+                    self._ca_verdicts.clear()
+                self._ca_verdicts[fingerprint] = problem
+        else:
+            certificate = cert.to_cryptography()
+            problem = _weakness(certificate, self_signed=self_signed)
+            if problem is None:
+                names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                if len(names) != 1 or not names[0].value:
+                    problem = "client certificate needs exactly one subject common name"
+            if problem is None and isinstance(session, DtlsSession):
+                session.peer_certificate = certificate
         if problem is not None:
             if isinstance(session, DtlsSession) and session.failure_reason is None:
                 session.failure_reason = f"client certificate rejected (depth {depth}): {problem}"
@@ -842,7 +869,7 @@ class DtlsServerEngine:
         if cipher.startswith("PSK-") and session.psk_identity is not None:
             identity = DeviceIdentity(kind="psk", name=session.psk_identity.decode("utf-8"), certificate=None)
         else:
-            cert = conn.get_peer_certificate(as_cryptography=True)
+            cert = session.peer_certificate or conn.get_peer_certificate(as_cryptography=True)
             if cert is not None:
                 names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
                 if len(names) == 1:
