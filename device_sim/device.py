@@ -85,6 +85,10 @@ def parse_certificates(payload: bytes, content_format: int | None) -> list[x509.
     raise VerificationError(f"unexpected Content-Format {content_format}")
 
 
+_SHA256 = hashes.SHA256()
+_VERIFIED_LINKS: set[tuple[bytes, bytes]] = set()
+
+
 def verify_chain(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
@@ -103,9 +107,17 @@ def verify_chain(
         issuer = next((c for c in pool if c.subject == current.issuer and c != current), None)
         if issuer is None:
             raise VerificationError(f"no issuer for {current.subject.rfc4514_string()}")
-        try:
-            current.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
-            raise VerificationError(f"bad signature on {current.subject.rfc4514_string()}") from None
+        # A CA-to-CA link checked once is not checked again (a device keeps its verified chain too);
+        # every leaf is checked.
+        link = None if current is leaf else (current.fingerprint(_SHA256), issuer.fingerprint(_SHA256))
+        if link is None or link not in _VERIFIED_LINKS:
+            try:
+                current.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                raise VerificationError(f"bad signature on {current.subject.rfc4514_string()}") from None
+            if link is not None:
+                if len(_VERIFIED_LINKS) > 1024:
+                    _VERIFIED_LINKS.clear()
+                _VERIFIED_LINKS.add(link)
         current = issuer
     raise VerificationError("chain does not reach a trust anchor")

@@ -92,9 +92,20 @@ def _split(flight: bytes, limit: int) -> list[bytes]:
 
 
 class ClientContext:
-    """An ``SSL.Context`` for a DTLS 1.2 client with these credentials (shareable between connections)."""
+    """An ``SSL.Context`` for a DTLS 1.2 client (shareable between connections).
 
-    def __init__(self, credentials: ClientCredentials, cipher_suites: Sequence[str] | None = None) -> None:
+    With ``per_connection=True`` the context carries no device identity: each connection installs
+    its own certificate and key, or answers the PSK callback with its own identity, so a fleet of
+    devices shares one context (one trust store) instead of building one per device.
+    """
+
+    def __init__(
+        self,
+        credentials: ClientCredentials,
+        cipher_suites: Sequence[str] | None = None,
+        *,
+        per_connection: bool = False,
+    ) -> None:
         ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
         ctx.set_min_proto_version(DTLS_1_2)
         ctx.set_max_proto_version(DTLS_1_2)
@@ -102,6 +113,7 @@ class ClientContext:
             SSL.OP_NO_QUERY_MTU | (SSL.OP_NO_RENEGOTIATION or 0) | SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION
         )
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        self.per_connection = per_connection
         self._psk_callback: Any = None
         default = CERTIFICATE_SUITES if isinstance(credentials, CertificateCredentials) else PSK_SUITES
         suites = tuple(cipher_suites or default)
@@ -109,10 +121,11 @@ class ClientContext:
         level = b":@SECLEVEL=0" if any("CCM8" in suite for suite in suites) else b""
         ctx.set_cipher_list(":".join(suites).encode() + level)
         if isinstance(credentials, CertificateCredentials):
-            ctx.use_certificate(credentials.certificate_chain[0])
-            for extra in credentials.certificate_chain[1:]:
-                ctx.add_extra_chain_cert(extra)
-            ctx.use_privatekey(credentials.private_key)
+            if not per_connection:
+                ctx.use_certificate(credentials.certificate_chain[0])
+                for extra in credentials.certificate_chain[1:]:
+                    ctx.add_extra_chain_cert(extra)
+                ctx.use_privatekey(credentials.private_key)
             if credentials.trusted_cas:
                 store = ctx.get_cert_store()
                 assert store is not None
@@ -122,9 +135,16 @@ class ClientContext:
             else:
                 ctx.set_verify(SSL.VERIFY_NONE)
         else:
-            identity, key = credentials.identity, credentials.key
+            fixed = None if per_connection else credentials
 
             def psk_client(ssl: Any, hint: Any, id_out: Any, max_id: int, psk_out: Any, max_psk: int) -> int:
+                own = fixed
+                if own is None:  # the connection's own credentials
+                    connection = SSL.Connection._reverse_mapping.get(ssl)
+                    own = connection.get_app_data() if connection is not None else None
+                if not isinstance(own, PskCredentials):
+                    return 0
+                identity, key = own.identity, own.key
                 if len(identity) + 1 > max_id or len(key) > max_psk:
                     return 0
                 _ffi.memmove(id_out, identity + b"\x00", len(identity) + 1)
@@ -137,6 +157,27 @@ class ClientContext:
             )
             _lib.SSL_CTX_set_psk_client_callback(ctx._context, self._psk_callback)
         self.context = ctx
+
+
+_SHARED: dict[tuple[Any, ...], ClientContext] = {}
+
+
+def shared_context(
+    credentials: ClientCredentials, cipher_suites: Sequence[str] | None = None
+) -> ClientContext:
+    """One :class:`ClientContext` per kind of credentials, trust anchors and suites, for every
+    device of a fleet (an ``SSL_CTX`` with its trust store costs more to build than a handshake's
+    key exchange). Certificate chains longer than the leaf get a context of their own."""
+    if isinstance(credentials, CertificateCredentials):
+        if len(credentials.certificate_chain) > 1:
+            return ClientContext(credentials, cipher_suites)
+        key: tuple[Any, ...] = ("x509", tuple(credentials.trusted_cas), tuple(cipher_suites or ()))
+    else:
+        key = ("psk", tuple(cipher_suites or ()))
+    context = _SHARED.get(key)
+    if context is None:
+        context = _SHARED[key] = ClientContext(credentials, cipher_suites, per_connection=True)
+    return context
 
 
 class DtlsClientConnection:
@@ -153,6 +194,12 @@ class DtlsClientConnection:
         self._max = max_datagram_size
         self._context = context or ClientContext(credentials, cipher_suites)
         self._conn = SSL.Connection(self._context.context, None)
+        if self._context.per_connection:
+            if isinstance(credentials, CertificateCredentials):
+                self._conn.use_certificate(credentials.certificate_chain[0])
+                self._conn.use_privatekey(credentials.private_key)
+            else:
+                self._conn.set_app_data(credentials)
         self._conn.set_ciphertext_mtu(max_datagram_size)
         self._conn.set_connect_state()
         self.handshake_complete = False
@@ -409,7 +456,7 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
     ) -> None:
         self._mman: Any = mman
         self.credentials = credentials
-        self.client_context = ClientContext(credentials, cipher_suites)
+        self.client_context = shared_context(credentials, cipher_suites)
         self.max_datagram_size = mtu - 48
         self.handshake_timeout = handshake_timeout
         self._sessions: dict[tuple[str, int], _ClientSession] = {}

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event, Semaphore
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -35,7 +36,7 @@ from bootstrap import event_loop
 
 from .fleet import FleetHooks, FleetOptions, _progress, arrival_lane, run_fleet
 from .keys import KeyPool
-from .provisioning import FactoryCa
+from .provisioning import CertificateCache, FactoryCa
 from .report import FleetReport, merge_reports
 
 #: How long a process may take to import, load keys and fetch the CA certificates.
@@ -53,7 +54,8 @@ class SliceSpec:
     number: int
     options: dict[str, Any]
     """:class:`FleetOptions` fields except ``factory`` and ``server_trust``."""
-    factory: tuple[bytes, bytes, bytes] | None
+    factory: tuple[bytes, bytes, bytes, str | None] | None
+    """Manufacturer CA certificate and key (PEM), PSK seed, certificate cache file."""
     """Manufacturer CA certificate (PEM), its key (PEM, PKCS#8) and PSK seed."""
     server_trust: tuple[bytes, ...]
     """DER certificates."""
@@ -73,10 +75,15 @@ class SliceSpec:
         """The slice's :class:`FleetOptions`."""
         factory = None
         if self.factory is not None:
-            certificate, key_pem, seed = self.factory
+            certificate, key_pem, seed, cache = self.factory
             key = serialization.load_pem_private_key(key_pem, password=None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
-            factory = FactoryCa(x509.load_pem_x509_certificate(certificate), key, seed)
+            factory = FactoryCa(
+                x509.load_pem_x509_certificate(certificate),
+                key,
+                seed,
+                None if cache is None else CertificateCache(Path(cache)),
+            )
         return FleetOptions(
             **self.options,
             factory=factory,
@@ -104,6 +111,7 @@ def plan_slices(options: FleetOptions, processes: int) -> list[SliceSpec]:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ),
             options.factory.psk_seed,
+            None if options.factory.certificates is None else str(options.factory.certificates.path),
         )
     trust = tuple(c.public_bytes(serialization.Encoding.DER) for c in options.server_trust)
     plain = {f.name: getattr(options, f.name) for f in fields(options)}

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -21,10 +21,74 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+CERT_CACHE_FILE = "device-certificates.bin"
+#: The certificate cache stops growing here (about 600 bytes a device: a million devices).
+CERT_CACHE_LIMIT = 600 * 1_000_000
 CA_CERT_FILE = "manufacturer-ca.pem"
 CA_KEY_FILE = "manufacturer-ca.key"
 SEED_FILE = "psk-seed"
 TRUST_NAME = "device-sim manufacturer CA"
+
+
+class CertificateCache:
+    """Device certificates issued earlier, on disk: a fleet's devices get the same factory
+    certificate run after run instead of costing a signature each.
+
+    One append-only file of records ``key (16) | length (4) | DER``, where ``key`` is a SHA-256 of
+    the endpoint name and the public key, so a device whose key changed gets a new certificate.
+    Each record is one ``write`` on an ``O_APPEND`` descriptor, so simulator processes sharing the
+    directory append without mixing their records; a torn last record (a process killed mid-write)
+    is cut off when the file is next read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[bytes, bytes] | None = None
+        self._size = 0
+
+    @staticmethod
+    def key(endpoint: str, public_key: ec.EllipticCurvePublicKey) -> bytes:
+        """The lookup key of a device."""
+        spki = public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(endpoint.encode() + b"\x00" + spki).digest()[:16]
+
+    def _load(self) -> dict[bytes, bytes]:
+        if self._entries is None:
+            self._entries = {}
+            data = self.path.read_bytes() if self.path.exists() else b""
+            self._size = len(data)
+            position = 0
+            while position + 20 <= len(data):
+                size = int.from_bytes(data[position + 16 : position + 20], "big")
+                if position + 20 + size > len(data):
+                    break
+                self._entries[data[position : position + 16]] = data[position + 20 : position + 20 + size]
+                position += 20 + size
+            if position < len(data):  # a torn record: cut it off so later appends stay readable
+                os.truncate(self.path, position)
+                self._size = position
+        return self._entries
+
+    def get(self, key: bytes) -> x509.Certificate | None:
+        """The certificate cached under ``key``, if any."""
+        der = self._load().get(key)
+        return None if der is None else x509.load_der_x509_certificate(der)
+
+    def put(self, key: bytes, certificate: x509.Certificate) -> None:
+        """Remember ``certificate`` (in memory, and on disk while the file is under its limit)."""
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        self._load()[key] = der
+        if self._size >= CERT_CACHE_LIMIT:
+            return
+        record = key + len(der).to_bytes(4, "big") + der
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, record)
+        finally:
+            os.close(fd)
+        self._size += len(record)
 
 
 @dataclass(frozen=True)
@@ -34,6 +98,8 @@ class FactoryCa:
     certificate: x509.Certificate
     key: ec.EllipticCurvePrivateKey
     psk_seed: bytes
+    certificates: CertificateCache | None = field(default=None, compare=False, repr=False)
+    """Device certificates issued in earlier runs (``None``: issue every time)."""
 
     @classmethod
     def load_or_create(cls, directory: Path) -> FactoryCa:
@@ -47,7 +113,12 @@ class FactoryCa:
         if cert_path.exists() and key_path.exists() and seed_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key, seed_path.read_bytes())
+            return cls(
+                x509.load_pem_x509_certificate(cert_path.read_bytes()),
+                key,
+                seed_path.read_bytes(),
+                CertificateCache(directory / CERT_CACHE_FILE),
+            )
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
@@ -83,12 +154,27 @@ class FactoryCa:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-        return cls(certificate, key, seed_path.read_bytes())
+        return cls(certificate, key, seed_path.read_bytes(), CertificateCache(directory / CERT_CACHE_FILE))
 
     def device_certificate(
         self, endpoint: str, public_key: ec.EllipticCurvePublicKey, *, not_after: dt.datetime | None = None
     ) -> x509.Certificate:
-        """A factory (bootstrap) certificate for ``endpoint``: CN = endpoint, clientAuth."""
+        """A factory (bootstrap) certificate for ``endpoint``: CN = endpoint, clientAuth; the one
+        issued in an earlier run when the cache has it (and no special ``not_after`` is asked for)."""
+        cache = self.certificates if not_after is None else None
+        key = CertificateCache.key(endpoint, public_key) if cache is not None else b""
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                return cached
+        certificate = self._issue(endpoint, public_key, not_after)
+        if cache is not None:
+            cache.put(key, certificate)
+        return certificate
+
+    def _issue(
+        self, endpoint: str, public_key: ec.EllipticCurvePublicKey, not_after: dt.datetime | None
+    ) -> x509.Certificate:
         now = dt.datetime.now(dt.UTC)
         end = not_after or now + dt.timedelta(days=3650)
         return (

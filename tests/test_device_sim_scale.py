@@ -355,6 +355,39 @@ def test_corrupt_key_cache_is_a_clear_error_and_left_alone(tmp_path: Path, damag
     assert path.read_bytes() == data  # the devices' identities are not silently replaced
 
 
+def test_factory_certificates_are_issued_once_and_read_back(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from device_sim.provisioning import CERT_CACHE_FILE, FactoryCa
+
+    first = FactoryCa.load_or_create(tmp_path)
+    key_a, key_b = (ec.generate_private_key(ec.SECP256R1()).public_key() for _ in range(2))
+    issued = first.device_certificate("dev-a", key_a)
+    assert first.device_certificate("dev-a", key_a) == issued
+    again = FactoryCa.load_or_create(tmp_path)  # a later run
+    assert again.device_certificate("dev-a", key_a) == issued
+    assert again.device_certificate("dev-a", key_b) != issued, "a new key gets a new certificate"
+    assert again.device_certificate("dev-b", key_a).subject != issued.subject
+    assert issued.public_key() == key_a
+    issued.verify_directly_issued_by(first.certificate)
+    # A torn last record (a process killed mid-write) is ignored, the rest is kept.
+    path = tmp_path / CERT_CACHE_FILE
+    path.write_bytes(path.read_bytes() + b"\x01" * 30)
+    third = FactoryCa.load_or_create(tmp_path)
+    assert third.device_certificate("dev-a", key_a) == issued
+    fresh = third.device_certificate("dev-c", key_a)
+    assert FactoryCa.load_or_create(tmp_path).device_certificate("dev-c", key_a) == fresh, (
+        "appends stay readable"
+    )
+    # An explicit end of validity (tests of expired certificates) is never served from the cache.
+    import datetime as dt
+
+    expired = third.device_certificate(
+        "dev-a", key_a, not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    )
+    assert expired != issued
+
+
 def test_key_pool_without_cache_stays_in_memory(tmp_path: Path) -> None:
     pool = KeyPool(2)
     assert (len(pool), pool.generated, pool.loaded) == (2, 2, 0)

@@ -613,3 +613,34 @@ def test_shutdown_sends_close_notify_and_ignores_new_clients(pki: DtlsPki) -> No
     assert client.closed and client.error == "close_notify from server"
     h.engine.datagram_received(cert_client(pki, pki.device).start()[0], ("192.0.2.30", 1), T0)
     assert h.rec.sent == []
+
+
+def test_devices_sharing_one_client_context_keep_their_own_identities(pki: DtlsPki) -> None:
+    """The simulator shares one SSL_CTX per kind of credentials; each connection still presents
+    its own certificate or PSK identity."""
+    from device_sim.dtls_client import shared_context
+
+    h = make_harness(pki)
+    other = issue(pki.device_ca, "urn:dev:ops:second-device")
+    names = []
+    for device in (pki.device, other):
+        credentials = CertificateCredentials(
+            certificate_chain=(device.certificate,),
+            private_key=device.key,
+            trusted_cas=(pki.server_ca.certificate,),
+        )
+        context = shared_context(credentials)
+        client = DtlsClientConnection(credentials, context=context)
+        h.exchange(client)
+        assert client.handshake_complete, (client.error, h.rec.closed)
+        names.append(h.rec.established[-1].identity.name)  # type: ignore[union-attr]
+    assert names == ["urn:dev:ops:good-device", "urn:dev:ops:second-device"]
+    assert shared_context(credentials) is context
+
+    h.trust.psks[b"psk-two"] = b"another-key-16by"
+    for identity, key in ((b"psk-device", b"0123456789abcdef"), (b"psk-two", b"another-key-16by")):
+        credentials_psk = PskCredentials(identity=identity, key=key)
+        client = DtlsClientConnection(credentials_psk, context=shared_context(credentials_psk))
+        h.exchange(client)
+        assert client.handshake_complete, (client.error, h.rec.closed)
+        assert h.rec.established[-1].identity.name == identity.decode()  # type: ignore[union-attr]

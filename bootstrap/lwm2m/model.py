@@ -12,6 +12,7 @@ The representation of data is deliberately plain:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -291,7 +292,8 @@ class Path:
 
     @classmethod
     def parse(cls, text: str) -> Path:
-        """Parse ``"/0/1/3"`` (a leading slash, then one to four decimal IDs).
+        """Parse ``"/0/1/3"`` (a leading slash, then one to four decimal IDs); the same text gives
+        the same (immutable) object, since a device's payloads name the same few paths over and over.
 
         Args:
             text: The path as written in URIs, SenML names and CoRE links.
@@ -302,12 +304,7 @@ class Path:
         Raises:
             CodecError: If the text is not an LwM2M path.
         """
-        if not text.startswith("/"):
-            raise CodecError(f"invalid LwM2M path {text!r}: must start with '/'")
-        segments = text[1:].split("/")
-        if not 1 <= len(segments) <= 4 or not all(_PATH_SEGMENT_RE.fullmatch(s) for s in segments):
-            raise CodecError(f"invalid LwM2M path {text!r}")
-        return cls.from_ids([int(s) for s in segments])
+        return _parse_path(text) if cls is Path else _parse_path.__wrapped__(text, cls)
 
     @classmethod
     def from_ids(cls, ids: Iterable[int]) -> Path:
@@ -331,11 +328,13 @@ class Path:
     @property
     def ids(self) -> tuple[int, ...]:
         """The components that are present, outermost first."""
-        return tuple(
-            i
-            for i in (self.object_id, self.instance_id, self.resource_id, self.resource_instance_id)
-            if i is not None
-        )
+        if self.instance_id is None:
+            return (self.object_id,)
+        if self.resource_id is None:
+            return (self.object_id, self.instance_id)
+        if self.resource_instance_id is None:
+            return (self.object_id, self.instance_id, self.resource_id)
+        return (self.object_id, self.instance_id, self.resource_id, self.resource_instance_id)
 
     @property
     def depth(self) -> int:
@@ -404,3 +403,13 @@ class ObjectDef:
     name: str
     resources: Mapping[int, ResourceDef]
     multiple: bool = True
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_path(text: str, cls: type[Path] = Path) -> Path:
+    if not text.startswith("/"):
+        raise CodecError(f"invalid LwM2M path {text!r}: must start with '/'")
+    segments = text[1:].split("/")
+    if not 1 <= len(segments) <= 4 or not all(_PATH_SEGMENT_RE.fullmatch(s) for s in segments):
+        raise CodecError(f"invalid LwM2M path {text!r}")
+    return cls.from_ids([int(s) for s in segments])
