@@ -49,6 +49,8 @@ class Enrolled:
     chain: tuple[x509.Certificate, ...]
     issuer_name: str
     serial_hex: str
+    certificate_der: bytes = b""
+    """The certificate's DER encoding (empty only for hand-made values in tests)."""
 
 
 @dataclass
@@ -189,8 +191,10 @@ class Enroller:
         finally:
             self.stats.sign_seconds += time.perf_counter() - started
         certificate = result.certificate
+        der = certificate.public_bytes(Encoding.DER)
         audit_row = IssuedCertificate.of(
             certificate,
+            der=der,
             endpoint=request.common_name,
             service_reference=service,
             issuer_id=issuer.issuer_id,
@@ -210,7 +214,11 @@ class Enroller:
         serial_hex = audit_row.serial_number
         log.info("certificate issued", serial=serial_hex, service=service)
         return Enrolled(
-            certificate=certificate, chain=result.chain, issuer_name=issuer.name, serial_hex=serial_hex
+            certificate=certificate,
+            chain=result.chain,
+            issuer_name=issuer.name,
+            serial_hex=serial_hex,
+            certificate_der=der,
         )
 
     def _translate(self, exc: BackendError) -> BootstrapError:

@@ -162,10 +162,13 @@ def pkcs7_certs_only(certificates: Sequence[bytes]) -> bytes:
     return der.tlv(der.SEQUENCE, _ID_SIGNED_DATA + der.tlv(der.context(0), signed_data))
 
 
-def encode_enrolled(fmt: int, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> bytes:
+def encode_enrolled(
+    fmt: int, leaf: x509.Certificate, chain: Sequence[x509.Certificate], *, leaf_der: bytes | None = None
+) -> bytes:
     """An enrollment answer: PKCS#7 certs-only with the leaf and the intermediates (roots are left
-    to ``crts``), or the leaf alone as DER for 287."""
-    leaf_der = leaf.public_bytes(Encoding.DER)
+    to ``crts``), or the leaf alone as DER for 287 (``leaf_der``: the leaf's encoding, if known)."""
+    if not leaf_der:
+        leaf_der = leaf.public_bytes(Encoding.DER)
     if fmt == PKIX_CERT:
         return leaf_der
     return pkcs7_certs_only([leaf_der, *_intermediates(tuple(chain))])

@@ -32,6 +32,11 @@ def length(size: int) -> bytes:
     return bytes((0x80 | len(encoded),)) + encoded
 
 
+def header(tag: int, size: int) -> bytes:
+    """Tag and length of a value of ``size`` bytes."""
+    return bytes((tag,)) + length(size)
+
+
 def tlv(tag: int, content: bytes) -> bytes:
     """Tag, length, value."""
     return bytes((tag,)) + length(len(content)) + content

@@ -34,6 +34,7 @@ from .der import (
     SEQUENCE,
     UTC_TIME,
     context,
+    header,
     tlv,
 )
 
@@ -45,8 +46,10 @@ _VERSION_V3 = bytes.fromhex("a003020102")
 _ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 #: BOOLEAN TRUE, the ``critical`` flag (FALSE is the DEFAULT and so omitted in DER).
 _CRITICAL = bytes.fromhex("0101ff")
-#: id-ce-subjectKeyIdentifier (2.5.29.14) as an encoded OID.
-_OID_SKI = bytes.fromhex("0603551d0e")
+#: The subject key identifier extension up to its 20-byte key identifier: SEQUENCE { extnID
+#: id-ce-subjectKeyIdentifier (2.5.29.14), extnValue OCTET STRING { KeyIdentifier OCTET STRING } }.
+_SKI_PREFIX = bytes.fromhex("301d0603551d0e04160414")
+_SKI_LENGTH = len(_SKI_PREFIX) + 20
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
@@ -160,6 +163,10 @@ class LeafTemplate:
         ]
         self._extensions_before_ski = b"".join(extensions[:3])
         self._extensions_after_ski = extensions[3]
+        # [3] EXPLICIT Extensions: its length is fixed (the SKI is always 20 bytes), so both headers are.
+        size = len(self._extensions_before_ski) + _SKI_LENGTH + len(self._extensions_after_ski)
+        inner = header(SEQUENCE, size)
+        self._extensions_headers = header(context(3), len(inner) + size) + inner
 
     def tbs_certificate(
         self,
@@ -176,21 +183,22 @@ class LeafTemplate:
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         point = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         # SKI method 1 of RFC 5280 §4.2.1.2: SHA-1 of the subjectPublicKey BIT STRING's value.
-        ski = tlv(
-            SEQUENCE,
-            _OID_SKI + tlv(OCTET_STRING, tlv(OCTET_STRING, hashlib.sha1(point).digest())),  # noqa: S324
-        )
-        extensions = self._extensions_before_ski + ski + self._extensions_after_ski
+        ski = _SKI_PREFIX + hashlib.sha1(point).digest()  # noqa: S324
+        validity = _time(not_before) + _time(not_after)
         return tlv(
             SEQUENCE,
             self._head
             + _integer(serial_number)
             + _ECDSA_WITH_SHA256
             + self._issuer
-            + tlv(SEQUENCE, _time(not_before) + _time(not_after))
+            + header(SEQUENCE, len(validity))
+            + validity
             + subject.public_bytes()
             + spki
-            + tlv(context(3), tlv(SEQUENCE, extensions)),
+            + self._extensions_headers
+            + self._extensions_before_ski
+            + ski
+            + self._extensions_after_ski,
         )
 
     def sign(

@@ -45,21 +45,29 @@ class EstEndpoint:
     async def handle(self, request: CoapRequest) -> CoapReply:
         """Route, call the core, translate errors once (logged with the request's context)."""
         request_id = os.urandom(8).hex()
-        with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+        try:
+            target = est.route(list(request.path), request.method)
+        except BootstrapError as error:
+            with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+                return self._refused(error)
+        # One context for the whole request (binding costs per call, not per key).
+        with structlog.contextvars.bound_contextvars(
+            request_id=request_id, peer=request.peer, service=target.service, est=target.operation.value
+        ):
             try:
-                target = est.route(list(request.path), request.method)
-                with structlog.contextvars.bound_contextvars(
-                    service=target.service, est=target.operation.value
-                ):
-                    if target.operation is est.Operation.CRTS:
-                        return await self._crts(request, target)
-                    return await self._enroll(request, target, request_id)
+                if target.operation is est.Operation.CRTS:
+                    return await self._crts(request, target)
+                return await self._enroll(request, target, request_id)
             except BootstrapError as error:
-                log.info("EST request refused", code=error.coap_code, reason=error.message)
-                return error_reply(error)
+                return self._refused(error)
             except Exception:
                 log.exception("EST request failed")
                 return INTERNAL_ERROR
+
+    @staticmethod
+    def _refused(error: BootstrapError) -> CoapReply:
+        log.info("EST request refused", code=error.coap_code, reason=error.message)
+        return error_reply(error)
 
     async def _crts(self, request: CoapRequest, target: est.EstTarget) -> CoapReply:
         fmt = est.response_format(request.accept)
@@ -102,7 +110,10 @@ class EstEndpoint:
                 service=target.service,
                 request_id=request_id,
             )
-        return CoapReply("2.04", est.encode_enrolled(fmt, enrolled.certificate, enrolled.chain), fmt)
+        payload = est.encode_enrolled(
+            fmt, enrolled.certificate, enrolled.chain, leaf_der=enrolled.certificate_der
+        )
+        return CoapReply("2.04", payload, fmt)
 
 
 class EstResource(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]

@@ -48,9 +48,12 @@ class IssuedCertificate:
         issuer_name: str,
         issuer_type: str,
         request_id: str,
+        der: bytes | None = None,
     ) -> IssuedCertificate:
-        """The audit row describing ``certificate`` (serial, fingerprint and validity read from it)."""
-        der = certificate.public_bytes(Encoding.DER)
+        """The audit row describing ``certificate`` (serial, fingerprint and validity read from it;
+        ``der``, when the caller has it already, is its encoding)."""
+        if der is None:
+            der = certificate.public_bytes(Encoding.DER)
         return cls(
             serial_number=format(certificate.serial_number, "X"),
             endpoint=endpoint,
