@@ -561,6 +561,18 @@ def _weakness(cert: x509.Certificate, *, self_signed: bool) -> str | None:
     return None
 
 
+_SHA256_MD = _lib.EVP_get_digestbyname(b"sha256")
+
+
+def _sha256_fingerprint(cert: crypto.X509) -> bytes:
+    """X509_digest in C (pyOpenSSL's ``digest`` formats hex pairs in Python, a visible cost here)."""
+    out = _ffi.new("unsigned char[]", 32)
+    size = _ffi.new("unsigned int *")
+    if not _lib.X509_digest(cert._x509, _SHA256_MD, out, size):
+        raise ValueError("X509_digest failed")
+    return bytes(_ffi.buffer(out, size[0]))
+
+
 #: Verdicts of :func:`_weakness` on CA certificates by SHA-256 fingerprint: every handshake under
 #: the same manufacturer CA presents the same CA certificates.
 _CA_VERDICT_CACHE = 1024
@@ -789,7 +801,7 @@ class DtlsServerEngine:
         raw = cert._x509
         self_signed = _lib.X509_NAME_cmp(_lib.X509_get_subject_name(raw), _lib.X509_get_issuer_name(raw)) == 0
         if depth > 0:
-            fingerprint = cert.digest("sha256")
+            fingerprint = _sha256_fingerprint(cert)
             if fingerprint in self._ca_verdicts:
                 problem = self._ca_verdicts[fingerprint]
             else:
