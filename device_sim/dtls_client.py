@@ -315,7 +315,16 @@ class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
     maximum_payload_size = 1024
 
     def __init__(self, session: _ClientSession) -> None:
-        self._session = session
+        self._session: _ClientSession | _EndedSession = session
+        self._session_id = id(session)
+
+    def detach(self) -> None:
+        """The session is over: keep its name, drop the session. aiocoap's 247-second
+        deduplication timers hold this address; they must not hold a TLS connection that long
+        (at a hundred devices a second that was tens of thousands of dead sessions)."""
+        session = self._session
+        if isinstance(session, _ClientSession):
+            self._session = _EndedSession(session.host, session.port, getattr(session, "sockname", None))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.hostinfo}>"
@@ -346,16 +355,28 @@ class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
     @property
     def blockwise_key(self) -> tuple[str, int, int]:
         """Blocks combine only within one session."""
-        return (self._session.host, self._session.port, id(self._session))
+        return (self._session.host, self._session.port, self._session_id)
 
     @property
     def cipher(self) -> str | None:
-        """The negotiated suite."""
-        return self._session.conn.cipher
+        """The negotiated suite (``None`` once the session is over)."""
+        session = self._session
+        return session.conn.cipher if isinstance(session, _ClientSession) else None
 
     def send(self, data: bytes) -> None:
-        """Encrypt and send one CoAP message."""
-        self._session.send_plaintext(data)
+        """Encrypt and send one CoAP message (dropped once the session is over)."""
+        session = self._session
+        if isinstance(session, _ClientSession):
+            session.send_plaintext(data)
+
+
+@dataclass(frozen=True)
+class _EndedSession:
+    """What a detached :class:`DtlsClientAddress` remembers of its session."""
+
+    host: str
+    port: int
+    sockname: Any
 
 
 class _ClientSession(asyncio.DatagramProtocol):
@@ -479,6 +500,8 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
             del self._sessions[key]
         if self._mman is not None and session.ready.done() and session.ready.exception() is None:
             self._mman.dispatch_error(error.NetworkError(f"DTLS session ended: {reason}"), session.address)
+        # After aiocoap has failed what was pending on the address, in this same turn of the loop.
+        asyncio.get_running_loop().call_soon(session.address.detach)
 
     async def _session_for(self, host: str, port: int) -> _ClientSession:
         key = (host, port)
@@ -510,7 +533,10 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
 
     async def recognize_remote(self, remote: object) -> bool:
         """aiocoap: whether ``remote`` belongs to this transport."""
-        return isinstance(remote, DtlsClientAddress) and remote._session.interface is self
+        if not isinstance(remote, DtlsClientAddress):
+            return False
+        session = remote._session
+        return isinstance(session, _ClientSession) and session.interface is self
 
     async def determine_remote(self, request: Message) -> DtlsClientAddress | None:
         """aiocoap: the session (handshaking now if needed) for a ``coaps://`` request."""
@@ -536,6 +562,7 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
         self._mman = None
         for session in list(self._sessions.values()):
             session.close()
+            session.address.detach()
         self._sessions.clear()
 
 
