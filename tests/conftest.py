@@ -4,6 +4,7 @@ database per test session, and a running server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -61,24 +62,31 @@ def postgres_admin_url() -> Iterator[str]:
         server.cleanup()
 
 
-@pytest.fixture(scope="session")
-async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
-    """A fresh, empty database for this test session (dropped afterwards)."""
-    name = f"lwm2m_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_admin_url)
+@contextlib.asynccontextmanager
+async def fresh_database(admin_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on the test server (its URL keeps ``?host=`` for the embedded
+    server's socket), dropped with its connections afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(postgres_admin_url, name)
-    if "?" in postgres_admin_url and "?" not in url:  # keep ?host=/socket/dir for the embedded server
-        url += "?" + urlsplit(postgres_admin_url).query
-    yield url
-    admin = await asyncpg.connect(postgres_admin_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield _with_database(admin_url, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database for this test session (dropped afterwards)."""
+    async with fresh_database(postgres_admin_url, "lwm2m_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,7 @@ default exists, overrides seen through NOTIFY, bypassed while the listener is do
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -17,27 +15,14 @@ from bootstrap.store import bootstrap_configs as store
 from bootstrap.store.migrations import migrate
 from bootstrap.store.notifications import ChangeListener
 
-from .conftest import _with_database
+from .conftest import fresh_database
 
 
 @pytest.fixture
 async def fresh_url(postgres_admin_url: str) -> AsyncIterator[str]:
     """A database of its own: the cache's fast path depends on the whole table."""
-    name = f"lwm2m_cfg_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(postgres_admin_url, name)
-    if "?" in postgres_admin_url and "?" not in url:
-        url += "?" + urlsplit(postgres_admin_url).query
-    yield url
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_admin_url, "lwm2m_cfg") as url:
+        yield url
 
 
 async def _until(predicate: object, limit_s: float = 5.0) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -33,6 +31,8 @@ from bootstrap.store import bootstrap_configs, builtin_ca, devices
 from bootstrap.store.issuers import credentials_context
 from bootstrap.store.migrations import migrate
 
+from .conftest import fresh_database
+
 HMAC_KEY = "0123456789ABCDEF0123456789ABCDEF"
 SERVER_NAMES = ("bootstrap.example", "localhost")
 DEVICES = {f"rot-dev-{i}": os.urandom(16) for i in range(3)}
@@ -50,25 +50,13 @@ EXPECTED_COUNTS = {
 @pytest.fixture
 async def own_database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = f"lwm2m_keys_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    parts = urlsplit(postgres_admin_url)
-    url = urlunsplit(parts._replace(path="/" + name))
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    try:
-        await migrate(pool)
-    finally:
-        await pool.close()
-    yield url
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_admin_url, "lwm2m_keys") as url:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            await migrate(pool)
+        finally:
+            await pool.close()
+        yield url
 
 
 @pytest.fixture

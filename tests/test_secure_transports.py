@@ -90,6 +90,7 @@ async def issued_count(pool: asyncpg.Pool, endpoint: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM issued_certificates WHERE endpoint = $1", endpoint))
 
 
+@pytest.mark.parametrize("block_size", [None, 64])
 async def test_libcoap_enrolls_over_dtls_with_a_factory_certificate(
     server: BootstrapServer,
     server_uri: str,
@@ -98,20 +99,29 @@ async def test_libcoap_enrolls_over_dtls_with_a_factory_certificate(
     pool: asyncpg.Pool,
     tmp_path: Path,
     unique: str,
+    block_size: int | None,
 ) -> None:
-    """coap-client-openssl, certificate mode: EST sen end to end, the certificate verifies."""
-    endpoint = f"dtls-cert-{unique}"
+    """coap-client-openssl, certificate mode: EST sen end to end, the certificate verifies.
+
+    In one message the direct lane answers; with 64-byte blocks the CSR arrives in Block1 (aiocoap
+    reassembles it) and the answer leaves in Block2 slices that aiocoap serves: the lane takes none.
+    """
+    assert server.dtls is not None and server.dtls.direct is not None
+    endpoint = f"dtls-cert-{block_size}-{unique}"
     device, args = write_device_files(tmp_path, trusted_factory, endpoint)
     out = tmp_path / "out.p7"
+    blocks = ["-b", str(block_size)] if block_size else []
+    taken = server.dtls.direct.taken
     log = await run_client(
-        "-B", "20", *args, "-m", "post", "-t", "286", "-A", "281", "-f", str(tmp_path / f"{endpoint}.csr"),
-        "-o", str(out), coaps_uri(server) + "/est/sen",
+        "-B", "20", *blocks, *args, "-m", "post", "-t", "286", "-A", "281",
+        "-f", str(tmp_path / f"{endpoint}.csr"), "-o", str(out), coaps_uri(server) + "/est/sen",
     )  # fmt: skip
     assert out.exists() and out.stat().st_size > 0, log
     device.check_enrolled(
         out.read_bytes(), 281, await builtin_anchors(server_uri, coap_client), now=dt.datetime.now(dt.UTC)
     )
     assert await issued_count(pool, endpoint) == 1
+    assert (server.dtls.direct.taken > taken) is (block_size is None)
 
 
 async def test_libcoap_enrolls_over_dtls_with_a_psk(
@@ -485,31 +495,3 @@ async def test_est_over_dtls_in_small_block2_slices_takes_the_direct_lane(
     device.check_enrolled(response.payload, 281, anchors, now=dt.datetime.now(dt.UTC))
     assert server.dtls.direct.taken - taken >= len(response.payload) // 64
     assert await issued_count(pool, device.endpoint) == 1
-
-
-async def test_libcoap_csr_in_block1_over_dtls_still_goes_through_aiocoap(
-    server: BootstrapServer,
-    server_uri: str,
-    coap_client: Any,
-    trusted_factory: FactoryCa,
-    pool: asyncpg.Pool,
-    tmp_path: Path,
-    unique: str,
-) -> None:
-    """coap-client-openssl with 64-byte blocks: the CSR arrives in Block1 (aiocoap reassembles it),
-    the answer leaves in Block2 slices that aiocoap serves; the lane takes none of it."""
-    assert server.dtls is not None and server.dtls.direct is not None
-    endpoint = f"dtls-blocks-{unique}"
-    device, args = write_device_files(tmp_path, trusted_factory, endpoint)
-    out = tmp_path / "out.p7"
-    taken = server.dtls.direct.taken
-    log = await run_client(
-        "-B", "20", "-b", "64", *args, "-m", "post", "-t", "286", "-A", "281",
-        "-f", str(tmp_path / f"{endpoint}.csr"), "-o", str(out), coaps_uri(server) + "/est/sen",
-    )  # fmt: skip
-    assert out.exists() and out.stat().st_size > 0, log
-    device.check_enrolled(
-        out.read_bytes(), 281, await builtin_anchors(server_uri, coap_client), now=dt.datetime.now(dt.UTC)
-    )
-    assert await issued_count(pool, endpoint) == 1
-    assert server.dtls.direct.taken == taken

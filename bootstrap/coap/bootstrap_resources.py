@@ -161,58 +161,44 @@ class BootstrapEndpoint:
                 )
 
     async def _exchange(self, session: BootstrapSession, operation: Operation, remote: Any) -> None:
-        lane: DirectLane | None = getattr(remote, "direct_lane", None)
-        if lane is not None and lane.can_carry(remote, operation.payload):
-            await self._exchange_direct(session, operation, remote, lane)
-            return
+        """Send one of the session's requests and hand the answer (or the failure) back to it."""
         loop = asyncio.get_running_loop()
-        request = self._context().request(to_message(operation, remote))
         timer = session.get_timer()
         try:
-            response = await asyncio.wait_for(
-                request.response, max(0.0, (timer or loop.time()) - loop.time())
+            code, payload, content_format = await asyncio.wait_for(
+                self._send(operation, remote), max(0.0, (timer or loop.time()) - loop.time())
             )
         except TimeoutError:
             session.handle_timer(loop.time())
             return
-        except Exception as exc:  # the (D)TLS session ended, the device is unreachable, ...
+        except Exception as exc:  # the (D)TLS session ended, the device reset the request, ...
             session.cancel(f"{operation.kind} {operation.path}: {type(exc).__name__} {exc}".strip())
             return
+        session.handle_response(operation.op_id, code, payload, content_format, loop.time())
+
+    async def _send(self, operation: Operation, remote: Any) -> tuple[str, bytes, int | None]:
+        """(code, payload, Content-Format) of the answer: through the DTLS direct lane when the
+        request fits one message, else through aiocoap (block-wise Writes, other transports)."""
+        lane: DirectLane | None = getattr(remote, "direct_lane", None)
+        if lane is not None and lane.can_carry(remote, operation.payload):
+            answer = await lane.request(
+                remote,
+                method=operation.method,
+                path=tuple(part for part in operation.path.split("/") if part),
+                payload=operation.payload,
+                content_format=operation.content_format,
+                accept=operation.accept,
+            )
+            return dotted(answer.code), answer.payload, answer.content_format
+        request = self._context().request(to_message(operation, remote))
+        try:
+            response = await request.response
         finally:
             if not request.response.done():
                 with contextlib.suppress(Exception):
                     request.response.cancel()
-        session.handle_response(
-            operation.op_id, response.code.dotted, response.payload, response.opt.content_format, loop.time()
-        )
-
-    async def _exchange_direct(
-        self, session: BootstrapSession, operation: Operation, remote: Any, lane: DirectLane
-    ) -> None:
-        """The same exchange through the DTLS transport's direct lane (no aiocoap pipeline)."""
-        loop = asyncio.get_running_loop()
-        timer = session.get_timer()
-        try:
-            response = await asyncio.wait_for(
-                lane.request(
-                    remote,
-                    method=operation.method,
-                    path=tuple(part for part in operation.path.split("/") if part),
-                    payload=operation.payload,
-                    content_format=operation.content_format,
-                    accept=operation.accept,
-                ),
-                max(0.0, (timer or loop.time()) - loop.time()),
-            )
-        except TimeoutError:
-            session.handle_timer(loop.time())
-            return
-        except Exception as exc:  # the DTLS session ended, the device reset the request, ...
-            session.cancel(f"{operation.kind} {operation.path}: {type(exc).__name__} {exc}".strip())
-            return
-        session.handle_response(
-            operation.op_id, dotted(response.code), response.payload, response.content_format, loop.time()
-        )
+        fmt = response.opt.content_format
+        return response.code.dotted, response.payload, None if fmt is None else int(fmt)
 
 
 class BootstrapRequestResource(coap_resource.Resource):  # type: ignore[misc]
