@@ -429,3 +429,19 @@ async def test_larger_payloads_are_left_to_aiocoap() -> None:
     with pytest.raises(ValueError):
         await lane.request(remote, method="PUT", path=("0", "1"), payload=b"x" * 1025)
     assert not lane.offer(remote, response_bytes(mtype=wire.ACK, mid=5, token=b"t")), "not ours"
+
+
+async def test_a_failing_handler_still_gets_an_answer_out() -> None:
+    """Handlers translate their own errors; if one raises anyway the device gets 5.00, not silence
+    (a pending duplicate entry would otherwise swallow every retransmission)."""
+
+    async def broken(request: CoapRequest) -> CoapReply:
+        raise RuntimeError("bug")
+
+    lane = direct.DirectLane(direct.LaneRoutes(est=broken), lambda: 1)
+    remote = FakeRemote()
+    assert lane.offer(remote, request_bytes())
+    await settle(lane)
+    assert remote.sent[-1].code == Code.INTERNAL_SERVER_ERROR
+    assert lane.offer(remote, request_bytes()), "the retransmission gets the same answer"
+    assert len(remote.sent) == 2 and remote.sent[-1].code == Code.INTERNAL_SERVER_ERROR

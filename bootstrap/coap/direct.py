@@ -51,7 +51,7 @@ from typing import Any, Protocol
 import structlog
 
 from .. import est
-from .exchange import CoapReply, CoapRequest
+from .exchange import INTERNAL_ERROR, CoapReply, CoapRequest
 from .wire import (
     ACK,
     CON,
@@ -262,18 +262,22 @@ class DirectLane:
         below: tuple[str, ...],
         key: tuple[int, tuple[str, ...], int | None],
     ) -> None:
-        reply = await handler(
-            CoapRequest(
-                method=METHOD_NAMES[request.code],
-                path=below,
-                content_format=request.content_format,
-                accept=request.accept,
-                payload=request.payload,
-                remote=remote,
-                peer=remote.hostinfo,
-                query=request.query,
+        try:
+            reply = await handler(
+                CoapRequest(
+                    method=METHOD_NAMES[request.code],
+                    path=below,
+                    content_format=request.content_format,
+                    accept=request.accept,
+                    payload=request.payload,
+                    remote=remote,
+                    peer=remote.hostinfo,
+                    query=request.query,
+                )
             )
-        )
+        except Exception:  # handlers translate their own errors; this is the last resort
+            log.exception("direct lane handler failed", peer=remote.hostinfo)
+            reply = INTERNAL_ERROR
         self._answer(remote, state, request, key, reply)
         if reply.after is not None:
             reply.after()
