@@ -511,7 +511,7 @@ class DtlsServer:
 
     @property
     def direct(self) -> DirectLane | None:
-        """The direct EST lane, if enabled (for inspection and tests)."""
+        """The direct lane, if enabled (for inspection and tests)."""
         return self._interface.direct
 
     @property
