@@ -191,13 +191,17 @@ class BootstrapServer:
         if self.enroller is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.enroller.idle(), drain_seconds)
+        if self.dtls is not None and self.dtls.direct is not None:  # answers still being sent
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dtls.direct.drain(), drain_seconds)
         if self.admin is not None:
             await self.admin.cleanup()
             self.admin = None
         if self.bootstrapper is not None:
             await self.bootstrapper.aclose()
         if self.coap is not None:
-            await self.coap.shutdown()
+            if self.coap.request_interfaces:  # aiocoap's shutdown fails on a context with none
+                await self.coap.shutdown()
             self.coap = None
         if self.listener is not None:
             await self.listener.aclose()

@@ -461,6 +461,29 @@ async def test_coap_off_binds_no_plain_coap_port(
         await instance.stop(drain_seconds=1)
 
 
+async def test_a_server_with_every_coap_transport_off_starts_and_stops(
+    database_url: str, master_key_b64: str, tmp_path: Path
+) -> None:
+    """An admin-only instance (no CoAP at all) stops cleanly: aiocoap's own shutdown refuses a
+    context without transports, so the server must not call it."""
+    from .conftest import make_settings
+
+    settings = make_settings(
+        database_url,
+        master_key_b64,
+        tmp_path,
+        coap_bind=None,
+        coaps_bind=None,
+        coaps_tcp_bind=None,
+        admin_bind=None,
+    )
+    instance = BootstrapServer(settings)
+    await instance.start()
+    assert instance.dtls is None
+    await instance.stop(drain_seconds=1)
+    assert instance.coap is None and instance.database is None
+
+
 async def test_est_over_dtls_in_small_block2_slices_takes_the_direct_lane(
     server: BootstrapServer,
     server_uri: str,
