@@ -15,6 +15,7 @@ Content-Format is read as TLV; LwM2M 1.0 clients have no Bootstrap-Read.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ class SimLwm2mClient:
                 "4.06" if the result has no usable server account.
         """
         try:
-            pack = _split_pack(payload, fmt)
+            pack = _shared_copy(_split_pack(payload, fmt))
         except CodecError as exc:
             raise ClientError("4.00", f"malformed pack: {exc}") from None
         saved = copy.deepcopy(self.objects)
@@ -307,7 +308,7 @@ class SimLwm2mClient:
         fmt = int(ContentFormat.TLV) if content_format is None else content_format  # as Wakaama does
         if fmt not in self.formats:
             return ("4.15", b"", None)
-        decoded = decode(fmt, payload, target)
+        decoded = _decoded(fmt, payload, target)
         # Transport TS: a Bootstrap-Write applies "regardless of an existence of the targeting
         # Object Instance(s)"; resources in the payload replace those in the store.
         for iid, instance in decoded.items():
@@ -393,13 +394,31 @@ def _copy_instance(instance: Mapping[int, Any]) -> DecodedInstance:
     return out
 
 
+def _decoded(fmt: int, payload: bytes, path: Path) -> DecodedInstances:
+    """:func:`decode`, remembered for payloads seen before: a fleet provisioned from one
+    configuration receives the same Writes over and over, and the simulator should not spend
+    more CPU per device than the server it is measuring. The result is a copy the caller owns."""
+    return {iid: _copy_instance(instance) for iid, instance in _decode_once(fmt, payload, path).items()}
+
+
+@functools.lru_cache(maxsize=512)
+def _decode_once(fmt: int, payload: bytes, path: Path) -> DecodedInstances:
+    return decode(fmt, payload, path)  # shared between callers: never modified
+
+
+def _shared_copy(pack: dict[int, DecodedInstances]) -> dict[int, DecodedInstances]:
+    return {oid: {iid: _copy_instance(i) for iid, i in instances.items()} for oid, instances in pack.items()}
+
+
+@functools.lru_cache(maxsize=256)
 def _split_pack(payload: bytes, fmt: int) -> dict[int, DecodedInstances]:
     """Decode a multi-object pack by splitting it into one payload per object.
 
     The codecs decode payloads for one request path; a pack spans /0 and /1, so records (or
     top-level map keys) are grouped by object and each group is decoded on its own. SenML
     records get an absolute ``bn`` each; a ``bv``/``bt`` base value would not survive the
-    split, which our server never sends.
+    split, which our server never sends. Remembered per payload (see :func:`_decoded`): callers
+    copy the result before changing anything.
     """
     if fmt == ContentFormat.LWM2M_CBOR:
         document = loads_cbor(payload)

@@ -488,3 +488,23 @@ def test_any_starting_store_ends_with_exactly_our_account(
     account = client.server_account()
     assert account is not None
     assert (account.ssid, account.security_mode) == (101, SecurityMode(MODE_NUMBER[mode]))
+
+
+def test_simulated_clients_own_what_they_decode() -> None:
+    """The simulator remembers decoded payloads across devices; each device must still get its
+    own copy, so one device changing its store cannot change another's (or the next decode)."""
+    from bootstrap.lwm2m import encode
+    from bootstrap.lwm2m.model import ContentFormat, Path
+
+    # Access Control /2/0: resource 2 (ACL) has several instances, so it decodes to a nested dict.
+    payload = encode(ContentFormat.SENML_CBOR, Path(2, 0), {0: {0: 1, 1: 0, 2: {101: 15}, 3: 101}})
+    fmt = int(ContentFormat.SENML_CBOR)
+    first, second = SimLwm2mClient(endpoint="a"), SimLwm2mClient(endpoint="b")
+    for client in (first, second):
+        code, _, _ = client.handle("PUT", "/2/0", payload, fmt)
+        assert code == "2.04"
+    first.objects[2][0][2][101] = 1  # type: ignore[index]
+    assert second.objects[2][0][2] == {101: 15}
+    third = SimLwm2mClient(endpoint="c")
+    third.handle("PUT", "/2/0", payload, fmt)
+    assert third.objects[2][0][2] == {101: 15}
