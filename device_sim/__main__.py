@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         "--factory-dir",
         type=Path,
         default=Path(platformdirs.user_cache_dir("lwm2m-bootstrap")) / "device-sim",
-        help="where the test manufacturer CA is kept (created on first use)",
+        help="where the test manufacturer CA is kept (created on first use), with the device keys "
+        "(keys-p256.pem) and the factory certificates issued so far (device-certificates.bin)",
     )
     parser.add_argument(
         "--server-ca", type=Path, default=None, help="PEM file of CAs to verify the server with"

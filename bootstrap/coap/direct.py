@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -87,20 +87,32 @@ MAX_RETRANSMIT = 4
 _EST_ROOTS = tuple((root, len(root)) for root in est.ROOTS)
 
 
+def _takeable(message: WireMessage) -> bool:
+    """A CON or NON GET/POST without Block1: the only requests the lane answers itself."""
+    return message.code in (GET, POST) and message.mtype <= NON and not message.block1
+
+
 def parse_request(data: bytes) -> WireMessage | None:
     """A GET or POST the lane could take (``None`` for anything else)."""
     message = parse_message(data)
-    if message is None or message.code not in (GET, POST) or message.mtype > NON or message.block1:
-        return None
-    return message
+    return message if message is not None and _takeable(message) else None
 
 
 class LaneRemote(Protocol):
     """What the lane needs of a DTLS session's remote (``DtlsEndpointAddress``)."""
 
     lane_state: LaneState | None
-    hostinfo: str
-    maximum_payload_size: int
+    """The lane's memory of the session (set by the lane, dropped when the session ends)."""
+
+    @property
+    def hostinfo(self) -> str:
+        """``host:port`` of the peer, for log lines."""
+        ...
+
+    @property
+    def maximum_payload_size(self) -> int:
+        """Largest payload per message on the session."""
+        ...
 
     def send(self, data: bytes) -> None:
         """Encrypt and send one CoAP message on the session."""
@@ -212,20 +224,20 @@ class DirectLane:
         """Requests of the server's own carried here (for tests and benchmarks)."""
 
     @staticmethod
-    def _state(remote: Any) -> LaneState:
+    def _state(remote: LaneRemote) -> LaneState:
         state: LaneState | None = remote.lane_state
         if state is None:
             state = remote.lane_state = LaneState()
         return state
 
-    def offer(self, remote: Any, data: bytes) -> bool:
+    def offer(self, remote: LaneRemote, data: bytes) -> bool:
         """Take the decrypted datagram ``data`` from ``remote``'s session, or return False."""
         message = parse_message(data)
         if message is None:
             return False
         if message.code == EMPTY or message.is_response:
             return self._incoming_response(remote, message)
-        if message.code not in (GET, POST) or message.mtype > NON or message.block1:
+        if not _takeable(message):
             return False
         routed = self._routes.route(message.path)
         if routed is None:
@@ -256,7 +268,7 @@ class DirectLane:
     async def _handle(
         self,
         handler: Handler,
-        remote: Any,
+        remote: LaneRemote,
         state: LaneState,
         request: WireMessage,
         below: tuple[str, ...],
@@ -284,7 +296,7 @@ class DirectLane:
 
     def _answer(
         self,
-        remote: Any,
+        remote: LaneRemote,
         state: LaneState,
         request: WireMessage,
         key: tuple[int, tuple[str, ...], int | None],
@@ -335,14 +347,14 @@ class DirectLane:
 
     # -- the server's own requests (role reversal) --------------------------------------------
 
-    def can_carry(self, remote: Any, payload: bytes) -> bool:
+    def can_carry(self, remote: LaneRemote, payload: bytes) -> bool:
         """Whether a request with ``payload`` fits one message on ``remote``'s session (larger
         Writes go block-wise through aiocoap)."""
         return len(payload) <= min(MAX_BLOCK, int(remote.maximum_payload_size))
 
     async def request(
         self,
-        remote: Any,
+        remote: LaneRemote,
         *,
         method: str,
         path: tuple[str, ...],
@@ -376,7 +388,7 @@ class DirectLane:
 
     async def _exchange(
         self,
-        remote: Any,
+        remote: LaneRemote,
         code: int,
         path: tuple[str, ...],
         payload: bytes,
@@ -416,7 +428,7 @@ class DirectLane:
         finally:
             state.finish(outstanding)
 
-    def _transmit(self, remote: Any, state: LaneState, outstanding: _Outstanding) -> None:
+    def _transmit(self, remote: LaneRemote, state: LaneState, outstanding: _Outstanding) -> None:
         if outstanding.future.done():
             return
         if outstanding.attempts > MAX_RETRANSMIT:
@@ -430,7 +442,7 @@ class DirectLane:
             delay, self._transmit, remote, state, outstanding
         )
 
-    def _incoming_response(self, remote: Any, message: WireMessage) -> bool:
+    def _incoming_response(self, remote: LaneRemote, message: WireMessage) -> bool:
         state: LaneState | None = remote.lane_state
         if state is None:
             return False
