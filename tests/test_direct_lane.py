@@ -13,7 +13,7 @@ from aiocoap.optiontypes import BlockOption
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootstrap.coap import direct, wire
+from bootstrap.coap import direct, outbound, wire
 from bootstrap.coap.exchange import CoapReply, CoapRequest
 
 BlockwiseTuple = BlockOption.BlockwiseTuple
@@ -127,10 +127,14 @@ def test_elective_options_it_does_not_know_are_ignored() -> None:
     content_format=st.none() | st.integers(0, 0xFFFF),
     max_age=st.none() | st.integers(0, 2**32 - 1),
     block2=st.none() | st.tuples(st.integers(0, 2**20 - 1), st.booleans(), st.integers(0, 6)),
+    block1=st.none() | st.tuples(st.integers(0, 2**20 - 1), st.booleans(), st.integers(0, 6)),
     size2=st.none() | st.integers(0, 2**32 - 1),
 )
 def test_encode_message_decodes_with_aiocoap(**fields: Any) -> None:
-    message = Message.decode(wire.encode_message(**{**fields, "code": wire.code_from_dotted(fields["code"])}))
+    encoded = wire.encode_message(**{**fields, "code": wire.code_from_dotted(fields["code"])})
+    message = Message.decode(encoded)
+    parsed = wire.parse_message(encoded)
+    assert parsed is not None
     assert tuple(message.opt.uri_path) == fields["path"]
     assert tuple(message.opt.uri_query) == fields["query"]
     assert message.opt.accept == fields["accept"]
@@ -142,19 +146,11 @@ def test_encode_message_decodes_with_aiocoap(**fields: Any) -> None:
     assert message.opt.content_format == fields["content_format"]
     assert message.opt.max_age == fields["max_age"]
     assert message.opt.size2 == fields["size2"]
-    if fields["block2"] is None:
-        assert message.opt.block2 is None
-    else:
-        number, more, szx = fields["block2"]
-        assert (
-            message.opt.block2.block_number,
-            message.opt.block2.more,
-            message.opt.block2.size_exponent,
-        ) == (
-            number,
-            more,
-            szx,
-        )
+    for name in ("block1", "block2"):
+        block = getattr(message.opt, name)
+        as_tuple = None if block is None else (block.block_number, block.more, block.size_exponent)
+        assert as_tuple == fields[name]
+        assert getattr(parsed, name) == fields[name]
 
 
 # --- the message layer, in memory ---------------------------------------------------------------
@@ -368,19 +364,19 @@ async def test_a_reset_fails_the_request() -> None:
     await asyncio.sleep(0)
     request = sent_request(remote)
     assert lane.offer(remote, response_bytes(mtype=wire.RST, mid=request.mid, token=b"", code="0.00"))
-    with pytest.raises(direct.DeviceReset):
+    with pytest.raises(outbound.PeerReset):
         await pending
 
 
 async def test_unanswered_requests_are_retransmitted_then_time_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(direct, "ACK_TIMEOUT", 0.01)
+    monkeypatch.setattr(outbound, "ACK_TIMEOUT", 0.01)
     lane, _ = lane_with(CoapReply("2.04", b""))
     remote = FakeRemote()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(lane.request(remote, method="PUT", path=("1", "0"), payload=b"x"), 5)
-    assert len(remote.sent) == 1 + direct.MAX_RETRANSMIT
+    assert len(remote.sent) == 1 + outbound.MAX_RETRANSMIT
     assert len({m.mid for m in remote.sent}) == 1, "retransmissions repeat the message id"
-    assert remote.lane_state is not None and not remote.lane_state.by_token
+    assert remote.lane_state is not None and not remote.lane_state.outbound.by_token
 
 
 async def test_the_end_of_the_session_fails_requests_in_flight() -> None:

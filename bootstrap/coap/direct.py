@@ -28,11 +28,10 @@ It then does the message layer a server owes the client, per session:
   Block2 in its request) are sent as Block2 slices (RFC 7959 §2.4) and the whole answer is kept
   with the session for the follow-up requests.
 
-Requests from the server (:meth:`DirectLane.request`): Confirmable, with a fresh message ID and a
-random token, retransmitted with exponential back-off until acknowledged (§4.2); an empty ACK means
-a separate response follows, which is acknowledged in turn (§5.2.2); a Reset fails the request; a
-GET's Block2 answer is fetched whole (RFC 7959 §2.4). Payloads above one block (certificate-mode
-Writes with a key and a certificate) go through aiocoap, which sends them block-wise.
+Requests from the server (:meth:`DirectLane.request`) go out through :mod:`.outbound` (Confirmable,
+retransmitted, separate responses acknowledged, Block2 answers fetched whole), with message IDs from
+aiocoap's allocator, which shares the session. Payloads above one block (certificate-mode Writes
+with a key and a certificate) go through aiocoap, which sends them block-wise.
 
 All of it lives on the session object and goes when the session ends; the only timers are the
 retransmission timers of the server's own requests in flight.
@@ -41,8 +40,6 @@ retransmission timers of the server's own requests in flight.
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +49,7 @@ import structlog
 
 from .. import est
 from .exchange import INTERNAL_ERROR, CoapReply, CoapRequest
+from .outbound import Outbound
 from .wire import (
     ACK,
     CON,
@@ -61,14 +59,13 @@ from .wire import (
     METHOD_NAMES,
     NON,
     POST,
-    RST,
     WireMessage,
     code_from_dotted,
     encode_message,
     parse_message,
 )
 
-__all__ = ["DeviceReset", "DirectLane", "LaneRoutes", "LaneState", "parse_request"]
+__all__ = ["DirectLane", "LaneRoutes", "LaneState", "parse_request"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,19 +74,13 @@ MAX_BLOCK = 1024
 #: Remembered answers per session, for duplicates (§4.5) and Block2 follow-ups.
 _RECENT = 16
 _BLOCK_CACHE = 4
-#: Tokens of the server's own requests that were answered, for re-acknowledging duplicates.
-_ANSWERED = 8
-# CON retransmission (RFC 7252 §4.8): ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT.
-ACK_TIMEOUT = 2.0
-ACK_RANDOM_FACTOR = 1.5
-MAX_RETRANSMIT = 4
 
 _EST_ROOTS = tuple((root, len(root)) for root in est.ROOTS)
 
 
 def _takeable(message: WireMessage) -> bool:
     """A CON or NON GET/POST without Block1: the only requests the lane answers itself."""
-    return message.code in (GET, POST) and message.mtype <= NON and not message.block1
+    return message.code in (GET, POST) and message.mtype <= NON and message.block1 is None
 
 
 def parse_request(data: bytes) -> WireMessage | None:
@@ -119,27 +110,12 @@ class LaneRemote(Protocol):
         ...
 
 
-class DeviceReset(ConnectionError):
-    """The device answered the server's request with a Reset (RFC 7252 §4.2)."""
-
-
-@dataclass(slots=True)
-class _Outstanding:
-    """A Confirmable request the server sent and is waiting on."""
-
-    mid: int
-    token: bytes
-    data: bytes
-    future: asyncio.Future[WireMessage]
-    timeout: float
-    attempts: int = 0
-    timer: asyncio.TimerHandle | None = None
-
-
 @dataclass(slots=True)
 class LaneState:
     """Per-session memory of the lane: recent answers by message ID, Block2 bodies, and the
     server's own requests in flight."""
+
+    outbound: Outbound
 
     recent: OrderedDict[int, bytes | None] = field(default_factory=OrderedDict)
     """Message ID → encoded answer (``None`` while it is being made)."""
@@ -147,10 +123,6 @@ class LaneState:
         default_factory=OrderedDict
     )
     """(code, path, Accept) → the whole answer whose first slice was sent."""
-    by_mid: dict[int, _Outstanding] = field(default_factory=dict)
-    by_token: dict[bytes, _Outstanding] = field(default_factory=dict)
-    answered: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
-    """Tokens of requests already answered by a separate response (duplicates get an ACK again)."""
 
     def remember(self, mid: int, answer: bytes | None) -> None:
         """Keep ``answer`` for duplicates of ``mid``, forgetting the oldest beyond a few."""
@@ -159,20 +131,9 @@ class LaneState:
         while len(self.recent) > _RECENT:
             self.recent.popitem(last=False)
 
-    def finish(self, outstanding: _Outstanding) -> None:
-        """Stop tracking one of the server's requests."""
-        if outstanding.timer is not None:
-            outstanding.timer.cancel()
-            outstanding.timer = None
-        self.by_mid.pop(outstanding.mid, None)
-        self.by_token.pop(outstanding.token, None)
-
     def close(self, error: BaseException) -> None:
         """The session ended: fail every request still waiting."""
-        for outstanding in list(self.by_token.values()):
-            self.finish(outstanding)
-            if not outstanding.future.done():
-                outstanding.future.set_exception(error)
+        self.outbound.close(error)
 
 
 #: A transport-neutral handler: the EST endpoint's ``handle``, the bootstrap endpoint's ``request``...
@@ -223,11 +184,10 @@ class DirectLane:
         self.sent = 0
         """Requests of the server's own carried here (for tests and benchmarks)."""
 
-    @staticmethod
-    def _state(remote: LaneRemote) -> LaneState:
+    def _state(self, remote: LaneRemote) -> LaneState:
         state: LaneState | None = remote.lane_state
         if state is None:
-            state = remote.lane_state = LaneState()
+            state = remote.lane_state = LaneState(Outbound(self._next_mid))
         return state
 
     def offer(self, remote: LaneRemote, data: bytes) -> bool:
@@ -236,7 +196,8 @@ class DirectLane:
         if message is None:
             return False
         if message.code == EMPTY or message.is_response:
-            return self._incoming_response(remote, message)
+            state: LaneState | None = remote.lane_state
+            return state is not None and state.outbound.incoming(remote.send, message)
         if not _takeable(message):
             return False
         routed = self._routes.route(message.path)
@@ -364,120 +325,20 @@ class DirectLane:
     ) -> WireMessage:
         """Send a Confirmable request to the device and return its response.
 
-        Retransmits per RFC 7252 §4.2 until acknowledged (then waits for a separate response if
-        the ACK was empty); fetches the rest of a GET's Block2 answer (RFC 7959 §2.4). Raises
-        :class:`TimeoutError` after MAX_RETRANSMIT unanswered retransmissions,
-        :class:`DeviceReset` on a Reset, or the session's error if it ends first.
+        Raises :class:`TimeoutError` after MAX_RETRANSMIT unanswered retransmissions,
+        :class:`~.outbound.PeerReset` on a Reset, or the session's error if it ends first.
         """
         if not self.can_carry(remote, payload):
             raise ValueError("payload larger than one block: send it through aiocoap")
-        code = METHOD_CODES[method]
-        response = await self._exchange(remote, code, path, payload, content_format, accept, None)
-        if code != GET or response.block2 is None or not response.block2[1]:
-            return response
-        body = bytearray(response.payload)
-        while response.block2 is not None and response.block2[1]:
-            number, _, szx = response.block2
-            response = await self._exchange(remote, code, path, b"", None, accept, (number + 1, False, szx))
-            if not response.code >> 5 == 2:
-                return response
-            body += response.payload
-        response.payload = bytes(body)
-        response.block2 = None
-        return response
-
-    async def _exchange(
-        self,
-        remote: LaneRemote,
-        code: int,
-        path: tuple[str, ...],
-        payload: bytes,
-        content_format: int | None,
-        accept: int | None,
-        block2: tuple[int, bool, int] | None,
-    ) -> WireMessage:
-        state = self._state(remote)
-        token = os.urandom(4)
-        while token in state.by_token:
-            token = os.urandom(4)
-        mid = self._next_mid()
-        loop = asyncio.get_running_loop()
-        outstanding = _Outstanding(
-            mid=mid,
-            token=token,
-            data=encode_message(
-                mtype=CON,
-                mid=mid,
-                token=token,
-                code=code,
-                path=path,
-                content_format=content_format,
-                accept=accept,
-                block2=block2,
-                payload=payload,
-            ),
-            future=loop.create_future(),
-            timeout=ACK_TIMEOUT * random.uniform(1.0, ACK_RANDOM_FACTOR),
-        )
-        state.by_mid[mid] = outstanding
-        state.by_token[token] = outstanding
         self.sent += 1
-        self._transmit(remote, state, outstanding)
-        try:
-            return await outstanding.future
-        finally:
-            state.finish(outstanding)
-
-    def _transmit(self, remote: LaneRemote, state: LaneState, outstanding: _Outstanding) -> None:
-        if outstanding.future.done():
-            return
-        if outstanding.attempts > MAX_RETRANSMIT:
-            state.finish(outstanding)
-            outstanding.future.set_exception(TimeoutError("no answer from the device"))
-            return
-        remote.send(outstanding.data)
-        delay = outstanding.timeout * (2**outstanding.attempts)
-        outstanding.attempts += 1
-        outstanding.timer = asyncio.get_running_loop().call_later(
-            delay, self._transmit, remote, state, outstanding
+        return await self._state(remote).outbound.request(
+            remote.send,
+            METHOD_CODES[method],
+            path,
+            payload=payload,
+            content_format=content_format,
+            accept=accept,
         )
-
-    def _incoming_response(self, remote: LaneRemote, message: WireMessage) -> bool:
-        state: LaneState | None = remote.lane_state
-        if state is None:
-            return False
-        if message.mtype in (ACK, RST):
-            outstanding = state.by_mid.get(message.mid)
-            if outstanding is None:
-                return False  # one of aiocoap's exchanges
-            if message.mtype == RST:
-                state.finish(outstanding)
-                outstanding.future.set_exception(DeviceReset(f"device reset message {message.mid}"))
-            elif message.code == EMPTY:  # acknowledged; the response follows separately (§5.2.2)
-                if outstanding.timer is not None:
-                    outstanding.timer.cancel()
-                    outstanding.timer = None
-                state.by_mid.pop(message.mid, None)
-            elif message.token == outstanding.token:  # piggybacked response (§5.2.1)
-                state.finish(outstanding)
-                outstanding.future.set_result(message)
-            return True
-        if not message.is_response:
-            return False
-        outstanding = state.by_token.get(message.token)
-        if outstanding is None:
-            if message.mtype == CON and message.token in state.answered:  # our ACK was lost
-                remote.send(encode_message(mtype=ACK, mid=message.mid, token=b"", code=EMPTY))
-                return True
-            return False
-        if message.mtype == CON:  # a separate response wants its ACK
-            remote.send(encode_message(mtype=ACK, mid=message.mid, token=b"", code=EMPTY))
-            state.answered[message.token] = None
-            while len(state.answered) > _ANSWERED:
-                state.answered.popitem(last=False)
-        state.finish(outstanding)
-        outstanding.future.set_result(message)
-        return True
 
     async def drain(self) -> None:
         """Wait for the answers being made (used on shutdown)."""

@@ -52,8 +52,9 @@ class WireMessage:
     content_format: int | None = None
     accept: int | None = None
     max_age: int | None = None
-    block1: bool = False
-    """Whether a Block1 option is present (the lane never takes block-wise uploads)."""
+    block1: tuple[int, bool, int] | None = None
+    """``(num, more, szx)`` of a Block1 option (the lane never takes block-wise uploads; a
+    simulated device assembles them)."""
     block2: tuple[int, bool, int] | None = None
     """``(num, more, szx)`` of a Block2 option."""
     size2: int | None = None
@@ -83,6 +84,12 @@ def code_from_dotted(text: str) -> int:
 
 def _uint(value: bytes) -> int:
     return int.from_bytes(value, "big")
+
+
+def _block(value: bytes) -> tuple[int, bool, int]:
+    """A Block1 or Block2 option's ``(num, more, szx)`` (RFC 7959 §2.2)."""
+    block = _uint(value)
+    return block >> 4, bool(block & 0x08), block & 0x07
 
 
 def parse_message(data: bytes) -> WireMessage | None:
@@ -157,12 +164,11 @@ def parse_message(data: bytes) -> WireMessage | None:
         elif number == MAX_AGE:
             message.max_age = _uint(value)
         elif number == BLOCK2:
-            block = _uint(value)
-            message.block2 = (block >> 4, bool(block & 0x08), block & 0x07)
+            message.block2 = _block(value)
         elif number == SIZE2:
             message.size2 = _uint(value)
         elif number == BLOCK1:
-            message.block1 = True
+            message.block1 = _block(value)
         elif number & 1 and number not in _CRITICAL_UNDERSTOOD:
             return None  # If-Match, If-None-Match, Proxy-Uri, ...: aiocoap's job
     message.path = tuple(path)
@@ -202,6 +208,7 @@ def encode_message(
     max_age: int | None = None,
     accept: int | None = None,
     block2: tuple[int, bool, int] | None = None,
+    block1: tuple[int, bool, int] | None = None,
     size2: int | None = None,
     payload: bytes = b"",
 ) -> bytes:
@@ -224,6 +231,7 @@ def encode_message(
     for number, value in (
         (ACCEPT, accept),
         (BLOCK2, None if block2 is None else (block2[0] << 4) | (8 if block2[1] else 0) | block2[2]),
+        (BLOCK1, None if block1 is None else (block1[0] << 4) | (8 if block1[1] else 0) | block1[2]),
         (SIZE2, size2),
     ):
         if value is not None:
