@@ -326,6 +326,7 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
         base = FleetOptions(
             server=server.uri,
             factory=FactoryCa.load_or_create(settings.data_dir / "device-sim"),
+            key_cache=settings.data_dir / "device-sim",
             progress=False,
             timeout_s=60,
             flow="bootstrap",

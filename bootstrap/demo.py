@@ -49,6 +49,8 @@ def run_demo(
             concurrency=concurrency,
             progress=console.is_terminal,
             factory=FactoryCa.load_or_create(settings.data_dir / "device-sim") if server.coaps_port else None,
+            # Stable device keys, so the factory certificates issued in an earlier run are reused.
+            key_cache=settings.data_dir / "device-sim",
             psk=transport == "dtls-psk",
             flow=flow if server.coaps_port else "est",
         )

@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiocoap import Message, error, interfaces
 from aiocoap.numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
@@ -33,11 +33,13 @@ __all__ = [
     "CertificateCredentials",
     "ClientContext",
     "ClientCredentials",
+    "ClientSession",
     "DtlsClientAddress",
     "DtlsClientConnection",
     "DtlsClientError",
     "DtlsClientTransport",
     "PskCredentials",
+    "SessionOwner",
     "add_dtls_client_transport",
 ]
 
@@ -314,8 +316,8 @@ class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
     maximum_block_size_exp = MAX_REGULAR_BLOCK_SIZE_EXP
     maximum_payload_size = 1024
 
-    def __init__(self, session: _ClientSession) -> None:
-        self._session: _ClientSession | _EndedSession = session
+    def __init__(self, session: ClientSession) -> None:
+        self._session: ClientSession | _EndedSession = session
         self._session_id = id(session)
 
     def detach(self) -> None:
@@ -323,7 +325,7 @@ class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
         deduplication timers hold this address; they must not hold a TLS connection that long
         (at a hundred devices a second that was tens of thousands of dead sessions)."""
         session = self._session
-        if isinstance(session, _ClientSession):
+        if isinstance(session, ClientSession):
             self._session = _EndedSession(session.host, session.port, getattr(session, "sockname", None))
 
     def __repr__(self) -> str:
@@ -361,12 +363,12 @@ class DtlsClientAddress(interfaces.EndpointAddress):  # type: ignore[misc]
     def cipher(self) -> str | None:
         """The negotiated suite (``None`` once the session is over)."""
         session = self._session
-        return session.conn.cipher if isinstance(session, _ClientSession) else None
+        return session.conn.cipher if isinstance(session, ClientSession) else None
 
     def send(self, data: bytes) -> None:
         """Encrypt and send one CoAP message (dropped once the session is over)."""
         session = self._session
-        if isinstance(session, _ClientSession):
+        if isinstance(session, ClientSession):
             session.send_plaintext(data)
 
 
@@ -379,10 +381,25 @@ class _EndedSession:
     sockname: Any
 
 
-class _ClientSession(asyncio.DatagramProtocol):
+class SessionOwner(Protocol):
+    """Who a :class:`ClientSession` works for: an aiocoap transport, or a simulated device's
+    connection (:mod:`device_sim.connection`)."""
+
+    credentials: ClientCredentials
+    max_datagram_size: int
+    client_context: ClientContext
+
+    def plaintext_received(self, session: ClientSession, data: bytes) -> None:
+        """A decrypted record (one CoAP message) arrived."""
+
+    def session_ended(self, session: ClientSession, reason: str) -> None:
+        """The session failed or was closed."""
+
+
+class ClientSession(asyncio.DatagramProtocol):
     """One DTLS session on its own connected UDP socket."""
 
-    def __init__(self, interface: DtlsClientTransport, host: str, port: int) -> None:
+    def __init__(self, interface: SessionOwner, host: str, port: int) -> None:
         self.interface = interface
         self.host = host
         self.port = port
@@ -400,6 +417,23 @@ class _ClientSession(asyncio.DatagramProtocol):
         self.sockname: tuple[Any, ...] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
+
+    async def connect(self) -> None:
+        """Open the session's UDP socket; the handshake starts at once (``OSError`` if the
+        server's address cannot be used)."""
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: self, remote_addr=(self.host, self.port)
+        )
+
+    async def handshake(self, limit_s: float) -> None:
+        """Wait for the handshake to complete; :class:`DtlsClientError` if it fails or takes
+        longer than ``limit_s`` seconds (the session is then closed)."""
+        try:
+            async with asyncio.timeout(limit_s):
+                await asyncio.shield(self.ready)
+        except TimeoutError:
+            self._fail("handshake timeout")
+            raise DtlsClientError("handshake timed out") from None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -480,10 +514,10 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
         self.client_context = shared_context(credentials, cipher_suites)
         self.max_datagram_size = mtu - 48
         self.handshake_timeout = handshake_timeout
-        self._sessions: dict[tuple[str, int], _ClientSession] = {}
+        self._sessions: dict[tuple[str, int], ClientSession] = {}
         self._shut = False
 
-    def plaintext_received(self, session: _ClientSession, data: bytes) -> None:
+    def plaintext_received(self, session: ClientSession, data: bytes) -> None:
         """A CoAP message arrived from a server."""
         if self._mman is None:
             return
@@ -493,7 +527,7 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
             return
         self._mman.dispatch_message(message)
 
-    def session_ended(self, session: _ClientSession, reason: str) -> None:
+    def session_ended(self, session: ClientSession, reason: str) -> None:
         """Forget a session and fail what was pending on it."""
         key = (session.host, session.port)
         if self._sessions.get(key) is session:
@@ -503,23 +537,19 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
         # After aiocoap has failed what was pending on the address, in this same turn of the loop.
         asyncio.get_running_loop().call_soon(session.address.detach)
 
-    async def _session_for(self, host: str, port: int) -> _ClientSession:
+    async def _session_for(self, host: str, port: int) -> ClientSession:
         key = (host, port)
         session = self._sessions.get(key)
         if session is None or session.closed:
-            loop = asyncio.get_running_loop()
-            session = _ClientSession(self, host, port)
+            session = ClientSession(self, host, port)
             self._sessions[key] = session
             try:
-                await loop.create_datagram_endpoint(lambda: session, remote_addr=key)
+                await session.connect()
             except OSError as exc:
                 self._sessions.pop(key, None)
                 raise error.NetworkError(f"cannot reach {host}:{port}: {exc}") from exc
         try:
-            await asyncio.wait_for(asyncio.shield(session.ready), self.handshake_timeout)
-        except TimeoutError:
-            session._fail("handshake timeout")
-            raise error.NetworkError(f"DTLS handshake with {host}:{port} timed out") from None
+            await session.handshake(self.handshake_timeout)
         except DtlsClientError as exc:
             raise error.NetworkError(f"DTLS handshake with {host}:{port} failed: {exc}") from exc
         return session
@@ -536,7 +566,7 @@ class DtlsClientTransport(interfaces.MessageInterface):  # type: ignore[misc]
         if not isinstance(remote, DtlsClientAddress):
             return False
         session = remote._session
-        return isinstance(session, _ClientSession) and session.interface is self
+        return isinstance(session, ClientSession) and session.interface is self
 
     async def determine_remote(self, request: Message) -> DtlsClientAddress | None:
         """aiocoap: the session (handshaking now if needed) for a ``coaps://`` request."""

@@ -25,18 +25,22 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiocoap import Code, Context, Message
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bootstrap.coap.wire import WireMessage, code_from_dotted, dotted
+
+from .coap_link import RequestHandler
+from .connection import DeviceConnection
 from .device import PKCS7_CERTS_ONLY, SimDevice, VerificationError
-from .dtls_client import CertificateCredentials, ClientCredentials, PskCredentials, add_dtls_client_transport
+from .dtls_client import CertificateCredentials, ClientCredentials, PskCredentials
 from .keys import KeyPool
 from .provisioning import FactoryCa
 from .report import SHED_REASON, Completion, FleetReport
 
 PKCS10 = 286
+CONTENT, CHANGED = code_from_dotted("2.05"), code_from_dotted("2.04")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,29 +89,31 @@ class FleetOptions:
 
 
 class EstClient:
-    """EST-coaps requests from one client context."""
+    """EST-coaps requests (RFC 9148) on one device's connection."""
 
-    def __init__(self, context: Context, options: FleetOptions) -> None:
-        self._context = context
-        label = f"/{options.service}" if options.service else ""
-        self._base = options.server.rstrip("/") + options.est_root + label
-        self._timeout = options.timeout_s
+    def __init__(self, connection: DeviceConnection, options: FleetOptions) -> None:
+        self._connection = connection
+        label = (options.service,) if options.service else ()
+        self._base = (*(s for s in options.est_root.split("/") if s), *label)
+        self._limit_s = options.timeout_s
 
     async def ca_certificates(self) -> list[x509.Certificate]:
         """GET crts and parse the PKCS#7 answer."""
-        request = Message(code=Code.GET, uri=self._base + "/crts")
-        response = await asyncio.wait_for(self._context.request(request).response, self._timeout)
-        if response.code != Code.CONTENT:
-            raise VerificationError(f"crts answered {response.code.dotted}")
+        response = await self._connection.request("GET", (*self._base, "crts"), limit_s=self._limit_s)
+        if response.code != CONTENT:
+            raise VerificationError(f"crts answered {dotted(response.code)}")
         return list(pkcs7.load_der_pkcs7_certificates(response.payload))
 
-    async def enroll(self, csr_der: bytes, operation: str = "sen") -> Message:
-        """POST sen (or sren) with a DER CSR (Content-Format 286); returns the final response."""
-        request = Message(
-            code=Code.POST, uri=f"{self._base}/{operation}", payload=csr_der, content_format=PKCS10
+    async def enroll(self, csr_der: bytes, operation: str = "sen") -> WireMessage:
+        """POST sen (or sren) with a DER CSR (Content-Format 286); returns the whole response."""
+        return await self._connection.request(
+            "POST",
+            (*self._base, operation),
+            payload=csr_der,
+            content_format=PKCS10,
+            accept=PKCS7_CERTS_ONLY,
+            limit_s=self._limit_s,
         )
-        request.opt.accept = PKCS7_CERTS_ONLY
-        return await asyncio.wait_for(self._context.request(request).response, self._timeout)
 
 
 def device_credentials(device: SimDevice, options: FleetOptions) -> ClientCredentials:
@@ -122,11 +128,15 @@ def device_credentials(device: SimDevice, options: FleetOptions) -> ClientCreden
     )
 
 
-async def device_context(device: SimDevice, options: FleetOptions) -> Context:
-    """A client context for one device: its own DTLS session over ``coaps://``."""
-    context = Context(loop=asyncio.get_running_loop(), serversite=None)
-    await add_dtls_client_transport(context, device_credentials(device, options))
-    return context
+async def connect(
+    device: SimDevice, options: FleetOptions, handler: RequestHandler | None = None
+) -> DeviceConnection:
+    """``device``'s own connection to the server: a DTLS session with its factory credentials over
+    ``coaps://``, a UDP socket over ``coap://``; ``handler`` answers the server's requests."""
+    credentials = device_credentials(device, options) if options.secure else None
+    return await DeviceConnection.open(
+        options.server, credentials, handler=handler, handshake_limit_s=options.timeout_s
+    )
 
 
 async def wait_until_accepted(options: FleetOptions, *, attempts: int = 50, pause_s: float = 0.1) -> None:
@@ -137,15 +147,17 @@ async def wait_until_accepted(options: FleetOptions, *, attempts: int = 50, paus
     device = SimDevice(f"{options.endpoint_prefix}-{0:07d}", KeyPool(1).key_for(0))
     last: Exception | None = None
     for _ in range(attempts):
-        context = await device_context(device, options)
+        connection: DeviceConnection | None = None
         try:
-            await EstClient(context, options).ca_certificates()
+            connection = await connect(device, options)
+            await EstClient(connection, options).ca_certificates()
             return
         except Exception as exc:  # refused handshake, timeout: not yet
             last = exc
             await asyncio.sleep(pause_s)
         finally:
-            await context.shutdown()
+            if connection is not None:
+                connection.close()
     raise RuntimeError(f"the server never accepted the simulator's factory credentials ({last!r})")
 
 
@@ -281,83 +293,75 @@ async def run_fleet(options: FleetOptions, *, hooks: FleetHooks | None = None) -
     def device(index: int) -> SimDevice:
         return SimDevice(f"{options.endpoint_prefix}-{index:07d}", keys.key_for(index))
 
-    shared = None if options.secure else await Context.create_client_context()
+    probe = await connect(device(options.first_index), options)
     try:
-        probe = shared or await device_context(device(options.first_index), options)
-        try:
-            ca_certificates = await EstClient(probe, options).ca_certificates()
-        finally:
-            if shared is None:
-                await probe.shutdown()
-        if not any(c.issuer == c.subject for c in ca_certificates):
-            raise VerificationError("crts holds no trust anchor")
-        indices = range(options.first_index, options.first_index + options.devices)
-        if hooks.ready is not None:
-            await hooks.ready()
-        with _progress(options) as progress:
-            task = progress.add_task("enrolling", total=options.devices)
-            started = time.perf_counter()
-            report.started_at = time.time()
-            cpu_started = time.process_time()
-
-            def finished(ok: bool, latency_ms: float, at: float | None = None) -> None:
-                when = time.perf_counter() - started if at is None else at
-                report.timeline.append(Completion(when, latency_ms, ok))
-                progress.advance(task)
-                if hooks.completed is not None:
-                    hooks.completed(ok)
-
-            async def one(index: int) -> None:
-                t0 = time.perf_counter()
-                if options.flow == "bootstrap":
-                    latency = await _journey(
-                        device(index), options, ca_certificates, report, use_pack=index % 2 == 0
-                    )
-                else:
-                    latency = await _run_device(device(index), options, shared, ca_certificates, report)
-                finished(
-                    latency is not None, (time.perf_counter() - t0) * 1000 if latency is None else latency
-                )
-
-            if options.rate is None:
-                queue: asyncio.Queue[int] = asyncio.Queue()
-                for index in indices:
-                    queue.put_nowait(index)
-
-                async def worker() -> None:
-                    while True:
-                        try:
-                            index = queue.get_nowait()
-                        except asyncio.QueueEmpty:
-                            return
-                        report.arrivals += 1
-                        report.last_arrival_s = time.perf_counter() - started
-                        await one(index)
-
-                await asyncio.gather(*(worker() for _ in range(max(1, options.concurrency))))
-            else:
-
-                def shed(position: int, at: float) -> None:
-                    report.failures[SHED_REASON] += 1
-                    finished(False, 0.0, at)
-
-                rng = random.Random(options.seed) if options.seed is not None else None
-                offsets = (
-                    hooks.schedule
-                    if hooks.schedule is not None
-                    else arrival_offsets(options.rate, options.devices, kind=options.arrival, rng=rng)
-                )
-                stats = await OpenLoop(cap=max(1, options.concurrency)).run(
-                    offsets, lambda position: one(indices[position]), shed, origin=started
-                )
-                report.arrivals = stats.started
-                report.last_arrival_s = stats.last_start_s
-                report.schedule_lag_ms = stats.lags_ms
-            report.elapsed_s = time.perf_counter() - started
-            report.simulator_cpu_s = time.process_time() - cpu_started
+        ca_certificates = await EstClient(probe, options).ca_certificates()
     finally:
-        if shared is not None:
-            await shared.shutdown()
+        probe.close()
+    if not any(c.issuer == c.subject for c in ca_certificates):
+        raise VerificationError("crts holds no trust anchor")
+    indices = range(options.first_index, options.first_index + options.devices)
+    if hooks.ready is not None:
+        await hooks.ready()
+    with _progress(options) as progress:
+        task = progress.add_task("enrolling", total=options.devices)
+        started = time.perf_counter()
+        report.started_at = time.time()
+        cpu_started = time.process_time()
+
+        def finished(ok: bool, latency_ms: float, at: float | None = None) -> None:
+            when = time.perf_counter() - started if at is None else at
+            report.timeline.append(Completion(when, latency_ms, ok))
+            progress.advance(task)
+            if hooks.completed is not None:
+                hooks.completed(ok)
+
+        async def one(index: int) -> None:
+            t0 = time.perf_counter()
+            if options.flow == "bootstrap":
+                latency = await _journey(
+                    device(index), options, ca_certificates, report, use_pack=index % 2 == 0
+                )
+            else:
+                latency = await _run_device(device(index), options, ca_certificates, report)
+            finished(latency is not None, (time.perf_counter() - t0) * 1000 if latency is None else latency)
+
+        if options.rate is None:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for index in indices:
+                queue.put_nowait(index)
+
+            async def worker() -> None:
+                while True:
+                    try:
+                        index = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    report.arrivals += 1
+                    report.last_arrival_s = time.perf_counter() - started
+                    await one(index)
+
+            await asyncio.gather(*(worker() for _ in range(max(1, options.concurrency))))
+        else:
+
+            def shed(position: int, at: float) -> None:
+                report.failures[SHED_REASON] += 1
+                finished(False, 0.0, at)
+
+            rng = random.Random(options.seed) if options.seed is not None else None
+            offsets = (
+                hooks.schedule
+                if hooks.schedule is not None
+                else arrival_offsets(options.rate, options.devices, kind=options.arrival, rng=rng)
+            )
+            stats = await OpenLoop(cap=max(1, options.concurrency)).run(
+                offsets, lambda position: one(indices[position]), shed, origin=started
+            )
+            report.arrivals = stats.started
+            report.last_arrival_s = stats.last_start_s
+            report.schedule_lag_ms = stats.lags_ms
+        report.elapsed_s = time.perf_counter() - started
+        report.simulator_cpu_s = time.process_time() - cpu_started
     return report
 
 
@@ -394,18 +398,16 @@ async def _journey(
 async def _run_device(
     device: SimDevice,
     options: FleetOptions,
-    shared: Context | None,
     ca_certificates: Sequence[x509.Certificate],
     report: FleetReport,
 ) -> float | None:
     """One device's enrollment; records it in ``report`` and returns its latency (ms) if it succeeded."""
     anchors = [c for c in ca_certificates if c.issuer == c.subject]
     started = time.perf_counter()
-    context = shared
+    connection: DeviceConnection | None = None
     try:
-        if context is None:
-            context = await device_context(device, options)
-        response = await EstClient(context, options).enroll(device.csr_der())
+        connection = await connect(device, options)
+        response = await EstClient(connection, options).enroll(device.csr_der())
     except TimeoutError:
         report.failures["timeout"] += 1
         return None
@@ -413,16 +415,14 @@ async def _run_device(
         report.failures[f"transport: {type(exc).__name__}"] += 1
         return None
     finally:
-        if shared is None and context is not None:
-            await context.shutdown()
-    if response.code != Code.CHANGED:
+        if connection is not None:
+            connection.close()
+    if response.code != CHANGED:
         detail = response.payload.decode("utf-8", "replace")[:60]
-        report.failures[f"{response.code.dotted} {detail}".strip()] += 1
+        report.failures[f"{dotted(response.code)} {detail}".strip()] += 1
         return None
     try:
-        device.check_enrolled(
-            response.payload, response.opt.content_format, anchors, now=dt.datetime.now(dt.UTC)
-        )
+        device.check_enrolled(response.payload, response.content_format, anchors, now=dt.datetime.now(dt.UTC))
     except VerificationError as exc:
         report.failures[f"verify: {exc.reason}"] += 1
         return None

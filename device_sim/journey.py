@@ -1,7 +1,7 @@
 """A simulated device's full journey: handshake, bootstrap (pack or server-driven), EST, checks.
 
 The device answers the bootstrap server's requests (Discover, Delete, Write, Finish) with the
-sans-I/O :class:`~device_sim.lwm2m_client.SimLwm2mClient` behind an aiocoap site, applies what it is
+sans-I/O :class:`~device_sim.lwm2m_client.SimLwm2mClient` behind its CoAP link, applies what it is
 given to its own object store as a real client would, enrolls by EST when told Security Mode 4, and
 then checks that what it holds is consistent: a server URI, the server certificate it was given,
 and its own certificate chain up to the CA it fetched with ``crts``.
@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
-from aiocoap import Code, Context, Message
-from aiocoap import resource as coap_resource
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
+from bootstrap.coap.wire import dotted
+
+from .coap_link import Response
+from .connection import DeviceConnection
 from .device import SimDevice, VerificationError, verify_chain
-from .fleet import EstClient, FleetOptions, device_context
+from .fleet import CHANGED, CONTENT, EstClient, FleetOptions, connect
 from .lwm2m_client import ServerAccount, SimLwm2mClient
 
 SENML_CBOR = 112
@@ -37,31 +38,19 @@ class JourneyError(Exception):
         self.reason = reason
 
 
-class ClientSite(coap_resource.Resource, coap_resource.PathCapable):  # type: ignore[misc]
-    """The device's CoAP server side: every request goes to the simulated LwM2M client."""
+class ClientSide:
+    """The device's answers to the server's requests: the simulated LwM2M client, and an event set
+    once it accepted a Bootstrap-Finish (or a pack). Subclass :meth:`handle` to misbehave."""
 
     def __init__(self, client: SimLwm2mClient) -> None:
-        super().__init__()
         self.client = client
         self.finished = asyncio.Event()
 
-    async def needs_blockwise_assembly(self, request: Any) -> bool:
-        return True
-
-    async def render(self, request: Any) -> Message:
-        path = "/" + "/".join(request.opt.uri_path)
-        accept = request.opt.accept
-        code, payload, content_format = self.client.handle(
-            str(request.code),
-            path,
-            request.payload,
-            request.opt.content_format,
-            None if accept is None else int(accept),
-        )
-        major, minor = code.split(".")
-        response = Message(code=Code(int(major) * 32 + int(minor)), payload=payload)
-        if content_format is not None:
-            response.opt.content_format = content_format
+    async def handle(
+        self, method: str, path: str, payload: bytes, content_format: int | None, accept: int | None
+    ) -> Response:
+        """Answer one request (a :data:`~.coap_link.RequestHandler`)."""
+        response = self.client.handle(method, path, payload, content_format, accept)
         if self.client.finished:
             self.finished.set()
         return response
@@ -78,27 +67,27 @@ class JourneyResult:
 
 
 async def _bootstrap(
-    context: Context, site: ClientSite, options: FleetOptions, endpoint: str, use_pack: bool
+    connection: DeviceConnection, side: ClientSide, options: FleetOptions, endpoint: str, use_pack: bool
 ) -> str:
-    base = options.server.rstrip("/")
     fmt = options.lwm2m_format
     if use_pack:
-        request = Message(code=Code.GET, uri=f"{base}/bspack?ep={endpoint}")
-        request.opt.accept = fmt if fmt in PACK_FORMATS else SENML_CBOR
-        response = await asyncio.wait_for(context.request(request).response, options.timeout_s)
-        if response.code == Code.CONTENT:
-            site.client.apply_pack(response.payload, int(request.opt.accept))
+        accept = fmt if fmt in PACK_FORMATS else SENML_CBOR
+        response = await connection.request(
+            "GET", ("bspack",), query=(f"ep={endpoint}",), accept=accept, limit_s=options.timeout_s
+        )
+        if response.code == CONTENT:
+            side.client.apply_pack(response.payload, accept)
             return "pack"
         # Anjay falls back to a Bootstrap-Request on anything but 2.05.
-    query = f"ep={endpoint}" if fmt is None else f"ep={endpoint}&pct={fmt}"
-    request = Message(code=Code.POST, uri=f"{base}/bs?{query}")
-    response = await asyncio.wait_for(context.request(request).response, options.timeout_s)
-    if response.code != Code.CHANGED:
+    query = (f"ep={endpoint}",) if fmt is None else (f"ep={endpoint}", f"pct={fmt}")
+    response = await connection.request("POST", ("bs",), query=query, limit_s=options.timeout_s)
+    if response.code != CHANGED:
         raise JourneyError(
-            f"bootstrap request {response.code.dotted} {response.payload.decode(errors='replace')[:50]}"
+            f"bootstrap request {dotted(response.code)} {response.payload.decode(errors='replace')[:50]}"
         )
     try:
-        await asyncio.wait_for(site.finished.wait(), options.timeout_s)
+        async with asyncio.timeout(options.timeout_s):
+            await side.finished.wait()
     except TimeoutError:
         raise JourneyError("no Bootstrap-Finish") from None
     return "request"
@@ -133,31 +122,26 @@ async def run_journey(
     ``ca_certificates`` is what ``crts`` answered: its self-signed members are the trust anchors.
     """
     anchors = [c for c in ca_certificates if c.issuer == c.subject]
-    context = (
-        await device_context(device, options) if options.secure else await Context.create_client_context()
-    )
     client = SimLwm2mClient(
         endpoint=device.endpoint,
         lwm2m_version="1.2" if use_pack else ("1.0" if options.lwm2m_format is None else "1.1"),
         bootstrap_server_uri=options.server,
     )
-    site = ClientSite(client)
-    context.serversite = site
+    side = ClientSide(client)
+    connection = await connect(device, options, side.handle)
     try:
-        method = await _bootstrap(context, site, options, device.endpoint, use_pack)
+        method = await _bootstrap(connection, side, options, device.endpoint, use_pack)
         account = _check_account(client.server_account())
         certificate: x509.Certificate | None = None
         now = dt.datetime.now(dt.UTC)
         if account.security_mode == SECURITY_MODE_EST:
             # Security Mode 4: make the key (ours, from the pool) and enroll over the same session.
-            response = await EstClient(context, options).enroll(device.csr_der())
-            if response.code != Code.CHANGED:
+            response = await EstClient(connection, options).enroll(device.csr_der())
+            if response.code != CHANGED:
                 raise JourneyError(
-                    f"EST {response.code.dotted} {response.payload.decode(errors='replace')[:50]}"
+                    f"EST {dotted(response.code)} {response.payload.decode(errors='replace')[:50]}"
                 )
-            certificate = device.check_enrolled(
-                response.payload, response.opt.content_format, anchors, now=now
-            )
+            certificate = device.check_enrolled(response.payload, response.content_format, anchors, now=now)
         elif account.security_mode == SECURITY_MODE_CERTIFICATE:
             # Server-side key generation: /0/x/3 holds our certificate, /0/x/5 its key (RFC 5958).
             certificate = x509.load_der_x509_certificate(account.public_key_or_identity)
@@ -169,4 +153,4 @@ async def run_journey(
     except VerificationError as exc:
         raise JourneyError(f"verify: {exc.reason}") from None
     finally:
-        await context.shutdown()
+        connection.close()

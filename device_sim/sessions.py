@@ -11,10 +11,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiocoap import Code, Context
+from bootstrap.coap.wire import dotted
 
+from .connection import DeviceConnection
 from .device import SimDevice
-from .fleet import EstClient, FleetOptions, device_context
+from .fleet import CHANGED, EstClient, FleetOptions, connect
 from .keys import KeyPool
 from .report import FleetReport
 
@@ -24,28 +25,30 @@ class OpenSessions:
     """Devices with an established DTLS session each."""
 
     devices: list[SimDevice]
-    contexts: list[Context]
+    connections: list[DeviceConnection]
 
     async def close(self) -> None:
-        """Close every session."""
-        await asyncio.gather(*(c.shutdown() for c in self.contexts), return_exceptions=True)
+        """Close every session (close_notify), then give the datagrams a moment to leave."""
+        for connection in self.connections:
+            connection.close()
+        await asyncio.sleep(0)
 
 
 async def open_sessions(options: FleetOptions, count: int, *, concurrency: int = 50) -> OpenSessions:
     """Handshake ``count`` devices (each fetches ``crts`` once, which completes the handshake)."""
-    keys = KeyPool(min(options.key_pool, count))
+    keys = KeyPool(min(options.key_pool, count), cache_dir=options.key_cache)
     devices = [SimDevice(f"{options.endpoint_prefix}-{i:07d}", keys.key_for(i)) for i in range(count)]
-    contexts: list[Context | None] = [None] * count
+    connections: list[DeviceConnection | None] = [None] * count
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:
         async with semaphore:
-            context = await device_context(devices[index], options)
-            await EstClient(context, options).ca_certificates()
-            contexts[index] = context
+            connection = await connect(devices[index], options)
+            await EstClient(connection, options).ca_certificates()
+            connections[index] = connection
 
     await asyncio.gather(*(one(i) for i in range(count)))
-    return OpenSessions(devices, [c for c in contexts if c is not None])
+    return OpenSessions(devices, [c for c in connections if c is not None])
 
 
 async def enroll_repeatedly(
@@ -61,8 +64,8 @@ async def enroll_repeatedly(
     start_cpu = cpu_meter() if cpu_meter else 0.0
     started = time.perf_counter()
 
-    async def run(device: SimDevice, context: Context) -> None:
-        client = EstClient(context, options)
+    async def run(device: SimDevice, connection: DeviceConnection) -> None:
+        client = EstClient(connection, options)
         csr = device.csr_der()
         for _ in range(per_session):
             t0 = time.perf_counter()
@@ -71,12 +74,12 @@ async def enroll_repeatedly(
             except Exception as exc:  # timeouts, closed sessions
                 report.failures[f"transport: {type(exc).__name__}"] += 1
                 continue
-            if response.code != Code.CHANGED:
-                report.failures[response.code.dotted] += 1
+            if response.code != CHANGED:
+                report.failures[dotted(response.code)] += 1
                 continue
             report.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
-    await asyncio.gather(*(run(d, c) for d, c in zip(sessions.devices, sessions.contexts, strict=True)))
+    await asyncio.gather(*(run(d, c) for d, c in zip(sessions.devices, sessions.connections, strict=True)))
     report.elapsed_s = time.perf_counter() - started
     used = (cpu_meter() - start_cpu) if cpu_meter else 0.0
     return report, used

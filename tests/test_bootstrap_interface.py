@@ -10,19 +10,22 @@ from typing import Any
 import asyncpg
 import cbor2
 import pytest
-from aiocoap import Code, Context, Message
+from aiocoap import Code, Message
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_private_key, pkcs7
 
 from bootstrap.bootstrap_plan import BootstrapConfig
 from bootstrap.bootstrapper import BootstrapQuery, check_identity, parse_query
+from bootstrap.coap.wire import code_from_dotted
 from bootstrap.errors import BadRequest, Unauthorized
 from bootstrap.policy import Requester
 from bootstrap.server import BootstrapServer
 from bootstrap.store import bootstrap_configs
+from device_sim.coap_link import Response
+from device_sim.connection import DeviceConnection
 from device_sim.device import SimDevice, verify_chain
-from device_sim.fleet import FleetOptions, device_context, run_fleet
-from device_sim.journey import ClientSite, run_journey
+from device_sim.fleet import FleetOptions, connect, run_fleet
+from device_sim.journey import ClientSide, run_journey
 from device_sim.lwm2m_client import SimLwm2mClient
 
 from .pki import csr_der, p256
@@ -157,17 +160,17 @@ async def test_ep_must_be_the_authenticated_identity(
         pool, [victim], est_config(chain[-1] if chain[-1].issuer == chain[-1].subject else chain[0])
     )
     opts = options(server, trusted_factory, chain, f"att-{unique}")
-    context = await device_context(SimDevice(f"att-{unique}", p256()), opts)
+    connection = await connect(SimDevice(f"att-{unique}", p256()), opts)
     try:
-        for request in (
-            Message(code=Code.POST, uri=f"{opts.server}/bs?ep={victim}&pct=112"),
-            Message(code=Code.GET, uri=f"{opts.server}/bspack?ep={victim}"),
+        for method, path, query in (
+            ("POST", ("bs",), (f"ep={victim}", "pct=112")),
+            ("GET", ("bspack",), (f"ep={victim}",)),
         ):
-            response = await context.request(request).response
-            assert response.code == Code.BAD_REQUEST, response
+            response = await connection.request(method, path, query=query)
+            assert response.code == BAD_REQUEST, response
             assert b"not the authenticated identity" in response.payload
     finally:
-        await context.shutdown()
+        connection.close()
     await asyncio.sleep(0.1)
     assert await pool.fetchval("SELECT count(*) FROM bootstrap_sessions WHERE endpoint = $1", victim) == 0
 
@@ -185,56 +188,58 @@ async def test_no_configuration_and_bad_requests(
     chain = await ca_certificates(server_uri, coap_client)
     endpoint = f"lost-{unique}"
     opts = options(server, trusted_factory, chain, endpoint)
-    context = await device_context(SimDevice(endpoint, p256()), opts)
+    connection = await connect(SimDevice(endpoint, p256()), opts)
     try:
-        response = await context.request(
-            Message(code=Code.POST, uri=f"{opts.server}/bs?ep={endpoint}")
-        ).response
-        assert response.code == Code.BAD_REQUEST and b"no bootstrap configuration" in response.payload
-        response = await context.request(Message(code=Code.POST, uri=f"{opts.server}/bs")).response
-        assert response.code == Code.BAD_REQUEST and b"missing ep" in response.payload
+        response = await connection.request("POST", ("bs",), query=(f"ep={endpoint}",))
+        assert response.code == BAD_REQUEST and b"no bootstrap configuration" in response.payload
+        response = await connection.request("POST", ("bs",))
+        assert response.code == BAD_REQUEST and b"missing ep" in response.payload
         await configure(pool, [endpoint], est_config(chain[0], "psk"))
-        request = Message(code=Code.GET, uri=f"{opts.server}/bspack?ep={endpoint}")
-        request.opt.accept = 11542  # TLV cannot carry a pack
-        response = await context.request(request).response
-        assert response.code == Code.NOT_ACCEPTABLE
+        # TLV (11542) cannot carry a pack
+        response = await connection.request("GET", ("bspack",), query=(f"ep={endpoint}",), accept=11542)
+        assert response.code == code_from_dotted("4.06")
     finally:
-        await context.shutdown()
+        connection.close()
 
 
-class StallingSite(ClientSite):
+BAD_REQUEST, CHANGED = code_from_dotted("4.00"), code_from_dotted("2.04")
+
+
+class StallingSide(ClientSide):
     """A device whose first Discover answer takes a while (so a second Bootstrap-Request overlaps)."""
 
     stalled = False
 
-    async def render(self, request: Any) -> Message:
-        if not self.stalled and str(request.code) == "GET":
+    async def handle(
+        self, method: str, path: str, payload: bytes, content_format: int | None, accept: int | None
+    ) -> Response:
+        if not self.stalled and method == "GET":
             self.stalled = True
             await asyncio.sleep(1.0)
-        return await super().render(request)
+        return await super().handle(method, path, payload, content_format, accept)
 
 
-class RefusingFinishSite(ClientSite):
+class RefusingFinishSide(ClientSide):
     """A device that answers 4.06 to Bootstrap-Finish (inconsistent configuration)."""
 
-    async def render(self, request: Any) -> Message:
-        if str(request.code) == "POST" and list(request.opt.uri_path) == ["bs"]:
-            return Message(code=Code.NOT_ACCEPTABLE)
-        return await super().render(request)
+    async def handle(
+        self, method: str, path: str, payload: bytes, content_format: int | None, accept: int | None
+    ) -> Response:
+        if method == "POST" and path == "/bs":
+            return "4.06", b"", None
+        return await super().handle(method, path, payload, content_format, accept)
 
 
-async def _session_with_site(
+async def _session_with_side(
     server: BootstrapServer,
     factory: Any,
     chain: list[x509.Certificate],
     endpoint: str,
-    site_class: type[ClientSite],
-) -> tuple[Context, ClientSite]:
+    side_class: type[ClientSide],
+) -> tuple[DeviceConnection, ClientSide]:
     opts = options(server, factory, chain, endpoint)
-    context = await device_context(SimDevice(endpoint, p256()), opts)
-    site = site_class(SimLwm2mClient(endpoint=endpoint, bootstrap_server_uri=opts.server))
-    context.serversite = site
-    return context, site
+    side = side_class(SimLwm2mClient(endpoint=endpoint, bootstrap_server_uri=opts.server))
+    return await connect(SimDevice(endpoint, p256()), opts, side.handle), side
 
 
 async def _outcomes(pool: asyncpg.Pool, endpoint: str, count: int) -> list[asyncpg.Record]:
@@ -260,16 +265,16 @@ async def test_a_new_bootstrap_request_supersedes_the_old_session(
     chain = await ca_certificates(server_uri, coap_client)
     endpoint = f"twice-{unique}"
     await configure(pool, [endpoint], est_config(chain[0], "psk"))
-    context, site = await _session_with_site(server, trusted_factory, chain, endpoint, StallingSite)
+    connection, side = await _session_with_side(server, trusted_factory, chain, endpoint, StallingSide)
     try:
-        uri = f"{coaps_uri(server)}/bs?ep={endpoint}&pct=112"
-        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
+        query = (f"ep={endpoint}", "pct=112")
+        assert (await connection.request("POST", ("bs",), query=query)).code == CHANGED
         await asyncio.sleep(0.2)
-        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
-        await asyncio.wait_for(site.finished.wait(), 15)
+        assert (await connection.request("POST", ("bs",), query=query)).code == CHANGED
+        await asyncio.wait_for(side.finished.wait(), 15)
         rows = await _outcomes(pool, endpoint, 2)
     finally:
-        await context.shutdown()
+        connection.close()
     assert [r["outcome"] for r in rows] == ["failed", "success"]
     assert "superseded" in rows[0]["reason"]
 
@@ -286,13 +291,13 @@ async def test_finish_refused_fails_the_session_with_its_reason(
     chain = await ca_certificates(server_uri, coap_client)
     endpoint = f"refuse-{unique}"
     await configure(pool, [endpoint], est_config(chain[0], "psk"))
-    context, _ = await _session_with_site(server, trusted_factory, chain, endpoint, RefusingFinishSite)
+    connection, _ = await _session_with_side(server, trusted_factory, chain, endpoint, RefusingFinishSide)
     try:
-        uri = f"{coaps_uri(server)}/bs?ep={endpoint}&pct=112"
-        assert (await context.request(Message(code=Code.POST, uri=uri)).response).code == Code.CHANGED
+        query = (f"ep={endpoint}", "pct=112")
+        assert (await connection.request("POST", ("bs",), query=query)).code == CHANGED
         rows = await _outcomes(pool, endpoint, 1)
     finally:
-        await context.shutdown()
+        connection.close()
     assert rows[0]["outcome"] == "failed" and "4.06" in rows[0]["reason"]
 
 
@@ -308,14 +313,13 @@ async def test_est_server_side_key_generation(
     chain = await ca_certificates(server_uri, coap_client)
     endpoint = f"skg-{unique}"
     opts = options(server, trusted_factory, chain, endpoint)
-    context = await device_context(SimDevice(endpoint, p256()), opts)
+    connection = await connect(SimDevice(endpoint, p256()), opts)
     try:
-        request = Message(
-            code=Code.POST, uri=f"{opts.server}/est/skg", payload=csr_der(endpoint), content_format=286
+        response = await connection.request(
+            "POST", ("est", "skg"), payload=csr_der(endpoint), content_format=286
         )
-        response = await context.request(request).response
-        assert response.code == Code.CHANGED, response.payload
-        assert response.opt.content_format == 62
+        assert response.code == CHANGED, response.payload
+        assert response.content_format == 62
         parts = cbor2.loads(response.payload)
         assert parts[0] == 284 and parts[2] == 281
         key = load_der_private_key(parts[1], password=None)
@@ -323,12 +327,12 @@ async def test_est_server_side_key_generation(
         leaf = next(c for c in certificates if c.public_key() == key.public_key())
         anchors = [c for c in chain if c.issuer == c.subject]
         verify_chain(leaf, certificates + chain, anchors, now=dt.datetime.now(dt.UTC))
-        mismatch = Message(
-            code=Code.POST, uri=f"{opts.server}/est/skg", payload=csr_der("someone-else"), content_format=286
+        mismatch = await connection.request(
+            "POST", ("est", "skg"), payload=csr_der("someone-else"), content_format=286
         )
-        assert (await context.request(mismatch).response).code == Code.FORBIDDEN
+        assert mismatch.code == code_from_dotted("4.03")
     finally:
-        await context.shutdown()
+        connection.close()
     assert await pool.fetchval("SELECT count(*) FROM issued_certificates WHERE endpoint = $1", endpoint) == 1
 
 

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiocoap import Code, Context, Message
+from aiocoap import Code, Message
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from bootstrap.coap.wire import WireMessage
 from bootstrap.secretbox import SecretBox
 from bootstrap.server import BootstrapServer
 from bootstrap.store import builtin_ca
+from device_sim.connection import DeviceConnection
 from device_sim.device import SimDevice
-from device_sim.dtls_client import CertificateCredentials, add_dtls_client_transport
+from device_sim.dtls_client import CertificateCredentials
 from device_sim.fleet import EstClient, FleetOptions
 
 from .pki import p256
@@ -32,17 +34,16 @@ def coaps_uri(server: BootstrapServer) -> str:
 
 async def _enroll(
     server: BootstrapServer, chain: tuple[x509.Certificate, ...], device: SimDevice, op: str
-) -> Message:
-    context = Context(loop=asyncio.get_running_loop(), serversite=None)
-    await add_dtls_client_transport(
-        context, CertificateCredentials(certificate_chain=chain, private_key=device.key)
+) -> WireMessage:
+    connection = await DeviceConnection.open(
+        coaps_uri(server), CertificateCredentials(certificate_chain=chain, private_key=device.key)
     )
     try:
-        return await EstClient(context, FleetOptions(server=coaps_uri(server))).enroll(
+        return await EstClient(connection, FleetOptions(server=coaps_uri(server))).enroll(
             device.csr_der(), operation=op
         )
     finally:
-        await context.shutdown()
+        connection.close()
 
 
 async def _issuing(server_uri: str, client: Any) -> x509.Certificate:

@@ -22,9 +22,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from bootstrap.coap.wire import WireMessage
 from bootstrap.secretbox import SecretBox
 from bootstrap.server import BootstrapServer
 from bootstrap.store import devices
+from device_sim.connection import DeviceConnection
 from device_sim.device import SimDevice
 from device_sim.dtls_client import CertificateCredentials, PskCredentials, add_dtls_client_transport
 from device_sim.fleet import EstClient, FleetOptions, run_fleet
@@ -284,9 +286,11 @@ async def test_cookieless_client_hello_flood_creates_no_state(server: BootstrapS
             sender.close()
 
 
-async def _enroll_with(context: Context, server: BootstrapServer, device: SimDevice, op: str) -> Message:
+async def _enroll_with(
+    connection: DeviceConnection, server: BootstrapServer, device: SimDevice, op: str
+) -> WireMessage:
     options = FleetOptions(server=coaps_uri(server))
-    return await EstClient(context, options).enroll(device.csr_der(), operation=op)
+    return await EstClient(connection, options).enroll(device.csr_der(), operation=op)
 
 
 async def test_sren_renews_certificates_this_server_issued(
@@ -302,23 +306,21 @@ async def test_sren_renews_certificates_this_server_issued(
     anchors = await builtin_anchors(server_uri, coap_client)
     device = SimDevice(f"renew-{unique}", p256())
     factory_cert = trusted_factory.device_certificate(device.endpoint, device.key.public_key())
-    factory_ctx = Context(loop=asyncio.get_running_loop(), serversite=None)
-    await add_dtls_client_transport(
-        factory_ctx, CertificateCredentials(certificate_chain=(factory_cert,), private_key=device.key)
+    factory_connection = await DeviceConnection.open(
+        coaps_uri(server), CertificateCredentials(certificate_chain=(factory_cert,), private_key=device.key)
     )
     try:
-        refused = await _enroll_with(factory_ctx, server, device, "sren")
+        refused = await _enroll_with(factory_connection, server, device, "sren")
         assert refused.code == Code.FORBIDDEN and b"not issued by this server" in refused.payload
-        first = await _enroll_with(factory_ctx, server, device, "sen")
+        first = await _enroll_with(factory_connection, server, device, "sen")
         assert first.code == Code.CHANGED
     finally:
-        await factory_ctx.shutdown()
+        factory_connection.close()
     issued = device.check_enrolled(first.payload, 281, anchors, now=dt.datetime.now(dt.UTC))
     chain = tuple(c for c in pkcs7.load_der_pkcs7_certificates(first.payload) if c != issued)
 
-    operational = Context(loop=asyncio.get_running_loop(), serversite=None)
-    await add_dtls_client_transport(
-        operational, CertificateCredentials(certificate_chain=(issued, *chain), private_key=device.key)
+    operational = await DeviceConnection.open(
+        coaps_uri(server), CertificateCredentials(certificate_chain=(issued, *chain), private_key=device.key)
     )
     try:
         renewed = await _enroll_with(operational, server, device, "sren")
@@ -333,7 +335,7 @@ async def test_sren_renews_certificates_this_server_issued(
         again = await _enroll_with(operational, server, device, "sren")
         assert again.code == Code.FORBIDDEN and b"revoked" in again.payload
     finally:
-        await operational.shutdown()
+        operational.close()
     assert await issued_count(pool, device.endpoint) == 2
 
 
@@ -343,12 +345,13 @@ async def test_psk_clients_cannot_sren(
     """Re-enrollment is for certificate holders."""
     endpoint, identity, key = f"pskren-{unique}", f"pskren-{unique}", os.urandom(16)
     await devices.put(pool, box, devices.PskCredential(endpoint, identity, key))
-    context = Context(loop=asyncio.get_running_loop(), serversite=None)
-    await add_dtls_client_transport(context, PskCredentials(identity=identity.encode(), key=key))
+    connection = await DeviceConnection.open(
+        coaps_uri(server), PskCredentials(identity=identity.encode(), key=key)
+    )
     try:
-        response = await _enroll_with(context, server, SimDevice(endpoint, p256()), "sren")
+        response = await _enroll_with(connection, server, SimDevice(endpoint, p256()), "sren")
     finally:
-        await context.shutdown()
+        connection.close()
     assert response.code == Code.FORBIDDEN and b"PSK" in response.payload
 
 
