@@ -233,7 +233,10 @@ class BootstrapSession:
         read_access_control: bool = False,
         fallback_bootstrap_iid: int = 0,
     ) -> None:
-        plan_objects(config, credentials, security_iid=1, server_iid=1)  # validates both
+        if credentials is None:
+            _validate_shared(config)
+        else:
+            plan_objects(config, credentials, security_iid=1, server_iid=1)  # validates both
         self.endpoint = endpoint
         self._requested_version = lwm2m_version
         self._pct = preferred_format
@@ -589,6 +592,13 @@ def _writes(
         for iid, instance in sorted(instances.items())
     )
     return objects, writes
+
+
+@functools.lru_cache(maxsize=256)
+def _validate_shared(config: BootstrapConfig) -> None:
+    """Validate a configuration without per-device material once, not per device (the frozen
+    configuration is the key; an invalid one raises every time, since exceptions are not cached)."""
+    plan_objects(config, None, security_iid=1, server_iid=1)
 
 
 @functools.lru_cache(maxsize=256)
