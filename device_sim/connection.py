@@ -15,7 +15,13 @@ from urllib.parse import urlsplit
 from bootstrap.coap.wire import WireMessage
 
 from .coap_link import CoapLink, RequestHandler
-from .dtls_client import ClientContext, ClientCredentials, ClientSession, shared_context
+from .dtls_client import (
+    ClientContext,
+    ClientCredentials,
+    ClientSession,
+    open_datagram_endpoint,
+    shared_context,
+)
 
 __all__ = ["DeviceConnection", "server_address"]
 
@@ -91,10 +97,9 @@ class DeviceConnection:
         handshake with ``credentials`` is complete when this returns. ``handler`` answers the
         server's requests. Raises ``OSError`` or :class:`~.dtls_client.DtlsClientError`."""
         host, port, secure = server_address(server)
-        loop = asyncio.get_running_loop()
         if not secure:
             channel = _UdpChannel(CoapLink(lambda data: channel.send(data), handler))
-            await loop.create_datagram_endpoint(lambda: channel, remote_addr=(host, port))
+            await open_datagram_endpoint(channel, host, port)
             return cls(channel.link, None, channel)
         if credentials is None:
             raise ValueError("coaps:// needs device credentials")

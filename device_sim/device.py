@@ -86,7 +86,8 @@ def parse_certificates(payload: bytes, content_format: int | None) -> list[x509.
 
 
 _SHA256 = hashes.SHA256()
-_VERIFIED_LINKS: set[tuple[bytes, bytes]] = set()
+#: CA certificate fingerprint → fingerprint of the CA that signed it, for links already verified.
+_VERIFIED_LINKS: dict[bytes, bytes] = {}
 
 
 def verify_chain(
@@ -97,27 +98,47 @@ def verify_chain(
     now: dt.datetime,
 ) -> None:
     """Walk issuer links from ``leaf`` to one of ``trust_anchors``, checking signatures and validity."""
-    pool = list(intermediates) + list(trust_anchors)
+    pool = [*intermediates, *trust_anchors]
     current = leaf
     for _ in range(len(pool) + 1):
         if not current.not_valid_before_utc <= now <= current.not_valid_after_utc:
             raise VerificationError(f"{current.subject.rfc4514_string()} is not valid now")
         if any(current == anchor for anchor in trust_anchors):
             return
-        issuer = next((c for c in pool if c.subject == current.issuer and c != current), None)
-        if issuer is None:
-            raise VerificationError(f"no issuer for {current.subject.rfc4514_string()}")
-        # A CA-to-CA link checked once is not checked again (a device keeps its verified chain too);
-        # every leaf is checked.
-        link = None if current is leaf else (current.fingerprint(_SHA256), issuer.fingerprint(_SHA256))
-        if link is None or link not in _VERIFIED_LINKS:
-            try:
-                current.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature):
-                raise VerificationError(f"bad signature on {current.subject.rfc4514_string()}") from None
-            if link is not None:
-                if len(_VERIFIED_LINKS) > 1024:
-                    _VERIFIED_LINKS.clear()
-                _VERIFIED_LINKS.add(link)
-        current = issuer
+        current = _issuer(current, pool, remember=current is not leaf)
     raise VerificationError("chain does not reach a trust anchor")
+
+
+def _issuer(
+    certificate: x509.Certificate, pool: Sequence[x509.Certificate], *, remember: bool
+) -> x509.Certificate:
+    """The member of ``pool`` that signed ``certificate``.
+
+    Each candidate is asked whether it directly issued the certificate: cryptography compares the
+    names and checks the signature in Rust, with no Name objects built here. A CA-to-CA link
+    verified once is not verified again (a device keeps its verified chain too); a leaf always is.
+    """
+    fingerprint = certificate.fingerprint(_SHA256) if remember else b""
+    known = _VERIFIED_LINKS.get(fingerprint) if remember else None
+    if known is not None:
+        for candidate in pool:
+            if candidate.fingerprint(_SHA256) == known:
+                return candidate
+    forged = False
+    for candidate in pool:
+        if candidate is certificate or candidate == certificate:
+            continue
+        try:
+            certificate.verify_directly_issued_by(candidate)
+        except InvalidSignature:
+            forged = True  # the names match, the signature does not
+            continue
+        except (ValueError, TypeError):
+            continue  # another CA's name, or a key that cannot have signed it
+        if remember:
+            if len(_VERIFIED_LINKS) > 1024:
+                _VERIFIED_LINKS.clear()
+            _VERIFIED_LINKS[fingerprint] = candidate.fingerprint(_SHA256)
+        return candidate
+    what = "bad signature on" if forged else "no issuer for"
+    raise VerificationError(f"{what} {certificate.subject.rfc4514_string()}")

@@ -13,6 +13,8 @@ lives further down (:func:`add_dtls_client_transport`)::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ __all__ = [
     "PskCredentials",
     "SessionOwner",
     "add_dtls_client_transport",
+    "open_datagram_endpoint",
 ]
 
 DTLS_1_2 = 0xFEFD
@@ -162,6 +165,19 @@ class ClientContext:
 
 
 _SHARED: dict[tuple[Any, ...], ClientContext] = {}
+#: id(key) → (key, its pyOpenSSL form): a fleet's devices share a pool of keys, and converting one
+#: (a PKCS#8 round trip) cost more than the rest of installing it. The key is held so its id
+#: cannot be reused while it is here.
+_PKEYS: dict[int, tuple[ec.EllipticCurvePrivateKey, crypto.PKey]] = {}
+
+
+def _pyopenssl_key(key: ec.EllipticCurvePrivateKey) -> crypto.PKey:
+    entry = _PKEYS.get(id(key))
+    if entry is None or entry[0] is not key:
+        if len(_PKEYS) >= 4096:
+            _PKEYS.clear()
+        entry = _PKEYS[id(key)] = (key, crypto.PKey.from_cryptography_key(key))
+    return entry[1]
 
 
 def shared_context(
@@ -182,6 +198,29 @@ def shared_context(
     return context
 
 
+async def open_datagram_endpoint(protocol: asyncio.DatagramProtocol, host: str, port: int) -> None:
+    """A UDP socket connected to ``host:port`` for ``protocol``.
+
+    A numeric address gets its socket made here: the event loop's own path
+    (``create_datagram_endpoint(remote_addr=...)``) resolves even numeric addresses and cost a
+    simulated device three times as much CPU. Names go through the loop's resolver.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        await loop.create_datagram_endpoint(lambda: protocol, remote_addr=(host, port))
+        return
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((host, port))  # UDP: sets the peer, nothing is sent
+        await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 class DtlsClientConnection:
     """A sans-I/O DTLS 1.2 client connection. Methods return datagrams to send."""
 
@@ -199,7 +238,11 @@ class DtlsClientConnection:
         if self._context.per_connection:
             if isinstance(credentials, CertificateCredentials):
                 self._conn.use_certificate(credentials.certificate_chain[0])
-                self._conn.use_privatekey(credentials.private_key)
+                # SSL_use_PrivateKey with the cached conversion (pyOpenSSL's use_privatekey would
+                # convert the key again on every connection).
+                pkey = _pyopenssl_key(credentials.private_key)
+                if _lib.SSL_use_PrivateKey(self._conn._ssl, pkey._pkey) != 1:
+                    raise DtlsClientError("OpenSSL refused the device key")
             else:
                 self._conn.set_app_data(credentials)
         self._conn.set_ciphertext_mtu(max_datagram_size)
@@ -421,9 +464,7 @@ class ClientSession(asyncio.DatagramProtocol):
     async def connect(self) -> None:
         """Open the session's UDP socket; the handshake starts at once (``OSError`` if the
         server's address cannot be used)."""
-        await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: self, remote_addr=(self.host, self.port)
-        )
+        await open_datagram_endpoint(self, self.host, self.port)
 
     async def handshake(self, limit_s: float) -> None:
         """Wait for the handshake to complete; :class:`DtlsClientError` if it fails or takes
