@@ -32,6 +32,7 @@ ENVIRONMENT = {
     "dtls_mtu": "LWM2M_BOOTSTRAP_DTLS_MTU",
     "dtls_idle_timeout": "LWM2M_BOOTSTRAP_DTLS_IDLE_TIMEOUT",
     "dtls_max_sessions": "LWM2M_BOOTSTRAP_DTLS_MAX_SESSIONS",
+    "dtls_receive_buffer": "LWM2M_BOOTSTRAP_DTLS_RECEIVE_BUFFER",
     "workers": "LWM2M_BOOTSTRAP_WORKERS",
     "admin": "LWM2M_BOOTSTRAP_ADMIN",
     "admin_tls_cert_file": "LWM2M_BOOTSTRAP_ADMIN_TLS_CERT_FILE",
@@ -102,6 +103,8 @@ class Settings:
     """Seconds without traffic after which a DTLS session is closed."""
     dtls_max_sessions: int = 10_000
     """Concurrent DTLS sessions per process; beyond it the least recently active is evicted."""
+    dtls_receive_buffer: int = 4 * 2**20
+    """SO_RCVBUF of the DTLS socket in bytes (0: the system default); absorbs bursts and pauses."""
     insecure_coap_enrollment: bool = False
     """Allow EST enrollment and bootstrap over plain CoAP, trusting the CSR CN / ``ep``. Development only."""
     log_format: str = "auto"
@@ -165,5 +168,10 @@ class Settings:
             raise ConfigError(f"dtls-mtu: {self.dtls_mtu} is outside 576-65507")
         if self.dtls_idle_timeout <= 0 or self.dtls_max_sessions < 1:
             raise ConfigError("dtls-idle-timeout and dtls-max-sessions must be positive")
+        if self.dtls_receive_buffer != 0 and not 65_536 <= self.dtls_receive_buffer <= 2**30:
+            raise ConfigError(
+                f"dtls-receive-buffer: {self.dtls_receive_buffer} bytes is outside 65536-1073741824"
+                " (0: the system default)"
+            )
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")

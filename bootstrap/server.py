@@ -134,6 +134,7 @@ class BootstrapServer:
                         idle_timeout=settings.dtls_idle_timeout,
                         max_sessions=settings.dtls_max_sessions,
                         reuse_port=settings.reuse_port,
+                        receive_buffer=settings.dtls_receive_buffer,
                     ),
                     self.trust,
                     lane=LaneRoutes(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,26 @@ async def test_psk_mode_identity(start_server: StartServer, binary: str) -> None
     server = await start_server()
     out, err = await coap_client(binary, "-B", "10", *psk_args(), server.uri + "/whoami")
     assert out == f"psk:{PSK_IDENTITY}", err
+
+
+def rmem_max() -> int:
+    """The largest SO_RCVBUF an unprivileged request gets (net.core.rmem_max)."""
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_the_socket_gets_the_receive_buffer_asked_for(start_server: StartServer) -> None:
+    """Every device shares one socket; its buffer absorbs bursts (Linux reports double the size
+    it grants, and caps requests at net.core.rmem_max)."""
+    cap = rmem_max()
+    small = await start_server(receive_buffer=min(128 * 1024, cap))
+    large = await start_server(receive_buffer=cap)
+    sizes = [
+        server.dtls._interface._transport.get_extra_info("socket").getsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF
+        )
+        for server in (small, large)
+    ]
+    assert sizes == [2 * min(128 * 1024, cap), 2 * cap]
 
 
 @pytest.mark.interop

@@ -89,6 +89,7 @@ def test_parse_hostport_errors(text: str) -> None:
         ("log_format", "xml", "log-format"),
         ("cert_validity_days", 0, "cert-validity-days"),
         ("max_pending_signatures", 0, "max-pending-signatures"),
+        ("dtls_receive_buffer", 1000, "dtls-receive-buffer"),
     ],
 )
 def test_settings_validation(field: str, value: object, message: str, tmp_path: Path) -> None:

@@ -83,6 +83,14 @@ from .common import main, run_async, settings_or_exit, storage_options
     help="DTLS sessions per process before the least recently active is evicted.",
 )
 @click.option(
+    "--dtls-receive-buffer",
+    type=int,
+    envvar=ENVIRONMENT["dtls_receive_buffer"],
+    default=4 * 2**20,
+    show_default=True,
+    help="SO_RCVBUF of the DTLS socket in bytes (0: system default); capped by net.core.rmem_max.",
+)
+@click.option(
     "--insecure-coap-enrollment",
     is_flag=True,
     envvar=ENVIRONMENT["insecure_coap_enrollment"],
