@@ -247,6 +247,13 @@ def demo(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Server processes under test."
 )
 @click.option("--journey-devices", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option(
+    "--journey-processes",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Simulator processes driving the journey.",
+)
 @click.option("--est-sessions", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--est-per-session", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--idle-sessions", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -261,6 +268,7 @@ def demo(
 def bench(
     json_path: Path | None,
     journey_devices: int,
+    journey_processes: int,
     est_sessions: int,
     est_per_session: int,
     idle_sessions: int,
@@ -284,6 +292,7 @@ def bench(
     logs.configure(settings.log_format, "warning")
     plan = BenchPlan(
         journey_devices=journey_devices,
+        journey_processes=journey_processes,
         est_sessions=est_sessions,
         est_per_session=est_per_session,
         idle_sessions=idle_sessions,
