@@ -16,7 +16,7 @@ What is measured (keys of the JSON report):
 * ``rss_mib_per_1k_sessions``: server memory per thousand idle DTLS sessions.
 * ``journey_devices_per_s``, ``journey_p50_ms``, ``journey_p99_ms``, ``journey_cpu_ms_per_device``:
   the full journey (handshake, bootstrap by pack or request, EST), driven by
-  ``journey_simulator_processes`` simulator processes (2 by default, ``--journey-processes``).
+  ``journey_simulator_processes`` simulator processes (1 by default, ``--journey-processes``).
 
 Server CPU is read from ``/proc`` for the server process and its workers, apart from the
 simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
@@ -68,9 +68,10 @@ class BenchPlan:
     idle_sessions: int = 2000
     journey_devices: int = 2000
     journey_concurrency: int = 50
-    journey_processes: int = 2
-    """Simulator processes for the journey: a simulated device costs about as much CPU as the server
-    spends on it, so one simulator process would cap devices/s below what the server can do."""
+    journey_processes: int = 1
+    """Simulator processes for the journey. A simulated device costs about as much CPU as the server
+    spends on it, so on two cores one simulator process and one server worker each get a core;
+    more simulator processes only take CPU from the server there."""
     cfssl_certs: int = 1000
     floor_seconds: float = 2.0
     scale: int = 0

@@ -250,7 +250,7 @@ def demo(
 @click.option(
     "--journey-processes",
     type=click.IntRange(1, 16),
-    default=2,
+    default=1,
     show_default=True,
     help="Simulator processes driving the journey.",
 )
