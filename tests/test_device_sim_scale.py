@@ -388,6 +388,29 @@ def test_factory_certificates_are_issued_once_and_read_back(tmp_path: Path) -> N
     assert expired != issued
 
 
+def test_prepared_certificates_are_the_ones_the_run_uses(tmp_path: Path) -> None:
+    """prepare_certificates (the bench calls it before its clock starts) issues exactly the
+    certificates a run of the same fleet then finds in the cache."""
+    from device_sim.fleet import fleet_keys, prepare_certificates
+    from device_sim.provisioning import CERT_CACHE_FILE, FactoryCa
+
+    factory = FactoryCa.load_or_create(tmp_path)
+    options = FleetOptions(
+        server="coaps://127.0.0.1:9", devices=5, first_index=3, key_pool=2, factory=factory,
+        key_cache=tmp_path, endpoint_prefix="prep",
+    )  # fmt: skip
+    prepare_certificates(options)
+    size = (tmp_path / CERT_CACHE_FILE).stat().st_size
+    later = FactoryCa.load_or_create(tmp_path)  # the run, in another process
+    keys = fleet_keys(options)
+    for index in range(3, 8):
+        certificate = later.device_certificate(f"prep-{index:07d}", keys.key_for(index).public_key())
+        assert certificate.public_key() == keys.key_for(index).public_key()
+    assert (tmp_path / CERT_CACHE_FILE).stat().st_size == size, "nothing was issued twice"
+    prepare_certificates(FleetOptions(**{**options.__dict__, "psk": True, "endpoint_prefix": "psk"}))
+    assert (tmp_path / CERT_CACHE_FILE).stat().st_size == size, "PSK devices need no certificate"
+
+
 def test_key_pool_without_cache_stays_in_memory(tmp_path: Path) -> None:
     pool = KeyPool(2)
     assert (len(pool), pool.generated, pool.loaded) == (2, 2, 0)
