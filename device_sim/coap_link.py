@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
 
+from bootstrap.coap.duplicates import RecentAnswers
 from bootstrap.coap.outbound import Outbound
 from bootstrap.coap.wire import (
     ACK,
@@ -44,10 +44,10 @@ from bootstrap.coap.wire import (
     parse_message,
 )
 
+from .lwm2m_client import Response
+
 __all__ = ["CONTINUE", "CoapLink", "RequestHandler", "Response"]
 
-Response: TypeAlias = tuple[str, bytes, int | None]
-"""``(response code, payload, Content-Format)``: what a handler answers."""
 
 RequestHandler: TypeAlias = Callable[[str, str, bytes, int | None, int | None], Awaitable[Response]]
 """``(method, path as "/0/1", payload, Content-Format, Accept)`` → the answer."""
@@ -73,7 +73,7 @@ class CoapLink:
         """Answers the server's requests (``None``: 4.04 to everything)."""
         self._mid = random.randrange(0x10000)
         self.outbound = Outbound(self._next_mid)
-        self._recent: OrderedDict[int, bytes | None] = OrderedDict()
+        self._recent = RecentAnswers(_RECENT)
         self._uploads: dict[tuple[int, tuple[str, ...]], bytearray] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed: BaseException | None = None
@@ -118,12 +118,9 @@ class CoapLink:
             return
         if message.mtype not in (CON, NON) or message.code not in METHOD_NAMES:
             return
-        if message.mid in self._recent:  # a duplicate (§4.5)
-            answer = self._recent[message.mid]
-            if answer is not None:
-                self._send(answer)
+        if self._recent.replay(message.mid, self._send):  # a duplicate (§4.5)
             return
-        self._remember(message.mid, None)
+        self._recent.remember(message.mid, None)
         if message.block1 is not None:
             whole = self._assemble(message)
             if whole is None:
@@ -189,16 +186,9 @@ class CoapLink:
             block1=block1,
             payload=payload,
         )
-        if request.mid in self._recent:
-            self._remember(request.mid, answer)
+        self._recent.answered(request.mid, answer)
         if self.closed is None:
             self._send(answer)
-
-    def _remember(self, mid: int, answer: bytes | None) -> None:
-        self._recent[mid] = answer
-        self._recent.move_to_end(mid)
-        while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
 
     def close(self, error: BaseException) -> None:
         """The channel is gone: fail the requests in flight, stop answering."""

@@ -48,6 +48,7 @@ from typing import Protocol
 import structlog
 
 from .. import est
+from .duplicates import RecentAnswers
 from .exchange import INTERNAL_ERROR, CoapReply, CoapRequest
 from .outbound import Outbound
 from .wire import (
@@ -117,19 +118,12 @@ class LaneState:
 
     outbound: Outbound
 
-    recent: OrderedDict[int, bytes | None] = field(default_factory=OrderedDict)
-    """Message ID → encoded answer (``None`` while it is being made)."""
+    recent: RecentAnswers = field(default_factory=lambda: RecentAnswers(_RECENT))
+    """Answers by message ID, for duplicates."""
     bodies: OrderedDict[tuple[int, tuple[str, ...], int | None], CoapReply] = field(
         default_factory=OrderedDict
     )
     """(code, path, Accept) → the whole answer whose first slice was sent."""
-
-    def remember(self, mid: int, answer: bytes | None) -> None:
-        """Keep ``answer`` for duplicates of ``mid``, forgetting the oldest beyond a few."""
-        self.recent[mid] = answer
-        self.recent.move_to_end(mid)
-        while len(self.recent) > _RECENT:
-            self.recent.popitem(last=False)
 
     def close(self, error: BaseException) -> None:
         """The session ended: fail every request still waiting."""
@@ -209,13 +203,10 @@ class DirectLane:
         continuing = message.block2 is not None and message.block2[0] > 0
         if continuing and key not in state.bodies:
             return False  # aiocoap made the first slice, so it has the body for the rest
-        if message.mid in state.recent:  # a duplicate (RFC 7252 §4.5)
-            answer = state.recent[message.mid]
-            if answer is not None:
-                remote.send(answer)
+        if state.recent.replay(message.mid, remote.send):  # a duplicate (RFC 7252 §4.5)
             return True
         self.taken += 1
-        state.remember(message.mid, None)
+        state.recent.remember(message.mid, None)
         if continuing:
             self._answer(remote, state, message, key, state.bodies[key])
             return True
@@ -302,8 +293,7 @@ class DirectLane:
             block2=block2,
             size2=size2,
         )
-        if request.mid in state.recent:
-            state.remember(request.mid, answer)
+        state.recent.answered(request.mid, answer)
         remote.send(answer)
 
     # -- the server's own requests (role reversal) --------------------------------------------
