@@ -91,19 +91,22 @@ class CoapLink:
         payload: bytes = b"",
         content_format: int | None = None,
         accept: int | None = None,
+        limit_s: float = 30.0,
     ) -> WireMessage:
-        """Send a request to the server and return its whole response (see :class:`Outbound`)."""
+        """Send a request to the server and return its whole response (see :class:`Outbound`);
+        ``TimeoutError`` if that takes longer than ``limit_s`` seconds."""
         if self.closed is not None:
             raise ConnectionError(f"the channel is closed: {self.closed}")
-        return await self.outbound.request(
-            self._send,
-            METHOD_CODES[method],
-            path,
-            query=query,
-            payload=payload,
-            content_format=content_format,
-            accept=accept,
-        )
+        async with asyncio.timeout(limit_s):
+            return await self.outbound.request(
+                self._send,
+                METHOD_CODES[method],
+                path,
+                query=query,
+                payload=payload,
+                content_format=content_format,
+                accept=accept,
+            )
 
     def datagram_received(self, data: bytes) -> None:
         """One CoAP message from the server."""

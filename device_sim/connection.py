@@ -8,11 +8,8 @@ its own. Either way the device speaks CoAP through a :class:`~.coap_link.CoapLin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
-
-from bootstrap.coap.wire import WireMessage
 
 from .coap_link import CoapLink, RequestHandler
 from .dtls_client import (
@@ -80,6 +77,8 @@ class DeviceConnection:
 
     def __init__(self, link: CoapLink, session: ClientSession | None, channel: _UdpChannel | None) -> None:
         self.link = link
+        self.request = link.request
+        """One request and its whole response (:meth:`.coap_link.CoapLink.request`)."""
         self._session = session
         self._channel = channel
 
@@ -115,23 +114,6 @@ class DeviceConnection:
     def cipher(self) -> str | None:
         """The negotiated DTLS cipher suite (``None`` over ``coap://``)."""
         return None if self._session is None else self._session.conn.cipher
-
-    async def request(
-        self,
-        method: str,
-        path: Sequence[str],
-        *,
-        query: Sequence[str] = (),
-        payload: bytes = b"",
-        content_format: int | None = None,
-        accept: int | None = None,
-        limit_s: float = 30.0,
-    ) -> WireMessage:
-        """One request and its whole response; ``TimeoutError`` after ``limit_s`` seconds."""
-        async with asyncio.timeout(limit_s):
-            return await self.link.request(
-                method, path, query=query, payload=payload, content_format=content_format, accept=accept
-            )
 
     def close(self) -> None:
         """Close the session (close_notify) or the socket, and fail what is still in flight."""
