@@ -1,8 +1,11 @@
 """DTLS 1.2 client for the device simulator (certificate or PSK mode).
 
 :class:`DtlsClientConnection` is a sans-I/O client connection on pyOpenSSL memory BIOs:
-feed it datagrams, it returns datagrams to send. The aiocoap transport built on it
-lives further down (:func:`add_dtls_client_transport`)::
+feed it datagrams, it returns datagrams to send. :class:`ClientSession` runs one on its own UDP
+socket for a :class:`SessionOwner`. Two owners use it: the simulator's devices
+(:class:`device_sim.connection.DeviceConnection`, with a light CoAP link of their own), and an
+aiocoap transport, further down (:func:`add_dtls_client_transport`), which the tests use as an
+independent CoAP client::
 
     context = await aiocoap.Context.create_client_context()
     await add_dtls_client_transport(context, CertificateCredentials(...))
