@@ -184,6 +184,13 @@ def encode_ca_certificates(fmt: int, chain: Sequence[x509.Certificate]) -> bytes
     """A ``crts`` answer: the whole CA chain as PKCS#7, or, for 287, the trust anchor (the last one)."""
     if not chain:
         raise NotFound("no CA certificates are known for this service")
+    return _ca_answer(fmt, tuple(chain))
+
+
+@functools.lru_cache(maxsize=64)
+def _ca_answer(fmt: int, chain: tuple[x509.Certificate, ...]) -> bytes:
+    """Encoded once per chain and format: many devices ask ``crts`` first, and the answer only
+    changes when the CA does (a new chain is a new key)."""
     if fmt == PKIX_CERT:
         return chain[-1].public_bytes(Encoding.DER)
     return pkcs7_certs_only([c.public_bytes(Encoding.DER) for c in chain])
