@@ -77,6 +77,8 @@ class CoapLink:
         self._uploads: dict[tuple[int, tuple[str, ...]], bytearray] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed: BaseException | None = None
+        self.on_close: Callable[[BaseException], None] | None = None
+        """Called once when the channel goes (the journey stops waiting for the server then)."""
 
     def _next_mid(self) -> int:
         self._mid = (self._mid + 1) & 0xFFFF
@@ -201,3 +203,5 @@ class CoapLink:
             self.outbound.close(error)
             for task in self._tasks:
                 task.cancel()
+            if self.on_close is not None:
+                self.on_close(error)

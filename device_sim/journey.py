@@ -40,11 +40,18 @@ class JourneyError(Exception):
 
 class ClientSide:
     """The device's answers to the server's requests: the simulated LwM2M client, and an event set
-    once it accepted a Bootstrap-Finish (or a pack). Subclass :meth:`handle` to misbehave."""
+    once it accepted a Bootstrap-Finish (or a pack), or once its session ended (``lost`` says why).
+    Subclass :meth:`handle` to misbehave."""
 
     def __init__(self, client: SimLwm2mClient) -> None:
         self.client = client
         self.finished = asyncio.Event()
+        self.lost: BaseException | None = None
+
+    def channel_closed(self, error: BaseException) -> None:
+        """The session ended: nobody will send a Bootstrap-Finish now, so stop waiting for one."""
+        self.lost = error
+        self.finished.set()
 
     async def handle(
         self, method: str, path: str, payload: bytes, content_format: int | None, accept: int | None
@@ -90,6 +97,8 @@ async def _bootstrap(
             await side.finished.wait()
     except TimeoutError:
         raise JourneyError("no Bootstrap-Finish") from None
+    if not side.client.finished:
+        raise JourneyError(f"session ended before Bootstrap-Finish ({side.lost})")
     return "request"
 
 
@@ -129,6 +138,7 @@ async def run_journey(
     )
     side = ClientSide(client)
     connection = await connect(device, options, side.handle)
+    connection.link.on_close = side.channel_closed
     try:
         method = await _bootstrap(connection, side, options, device.endpoint, use_pack)
         account = _check_account(client.server_account())

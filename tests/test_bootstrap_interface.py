@@ -301,6 +301,48 @@ async def test_finish_refused_fails_the_session_with_its_reason(
     assert rows[0]["outcome"] == "failed" and "4.06" in rows[0]["reason"]
 
 
+class DroppedSide(ClientSide):
+    """A device whose session the server drops as soon as the bootstrap starts."""
+
+    server: BootstrapServer
+
+    async def handle(
+        self, method: str, path: str, payload: bytes, content_format: int | None, accept: int | None
+    ) -> Response:
+        assert self.server.dtls is not None
+        engine = self.server.dtls.engine
+        for session in engine.sessions():
+            if session.identity is not None and session.identity.name == self.client.endpoint:
+                engine.close_session(session, "dropped by the test")
+        return await super().handle(method, path, payload, content_format, accept)
+
+
+async def test_a_device_stops_waiting_for_finish_when_its_session_ends(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    unique: str,
+) -> None:
+    """The server's close_notify ends the device's link, and the device stops waiting for a
+    Bootstrap-Finish at once instead of after its timeout."""
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"dropped-{unique}"
+    await configure(pool, [endpoint], est_config(chain[0], "psk"))
+    DroppedSide.server = server
+    connection, side = await _session_with_side(server, trusted_factory, chain, endpoint, DroppedSide)
+    connection.link.on_close = side.channel_closed
+    try:
+        query = (f"ep={endpoint}", "pct=112")
+        assert (await connection.request("POST", ("bs",), query=query)).code == CHANGED
+        await asyncio.wait_for(side.finished.wait(), 5)
+    finally:
+        connection.close()
+    assert not side.client.finished
+    assert side.lost is not None and "close_notify" in str(side.lost)
+
+
 async def test_est_server_side_key_generation(
     server: BootstrapServer,
     server_uri: str,

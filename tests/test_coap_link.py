@@ -209,9 +209,13 @@ async def test_no_handler_and_a_failing_handler_still_answer() -> None:
 async def test_closing_fails_requests_in_flight_and_sends_nothing_more() -> None:
     channel = Channel()
     link = CoapLink(channel.send, Device().handle)
+    told: list[BaseException] = []
+    link.on_close = told.append
     pending = asyncio.ensure_future(link.request("GET", ("est", "crts")))
     await settle()
     link.close(ConnectionAbortedError("session ended"))
+    link.close(ConnectionAbortedError("again"))
+    assert [str(e) for e in told] == ["session ended"], "told once, with the first reason"
     with pytest.raises(ConnectionAbortedError):
         await pending
     with pytest.raises(ConnectionError):
