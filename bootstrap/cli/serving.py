@@ -248,6 +248,13 @@ def demo(
 )
 @click.option("--journey-devices", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option(
+    "--journey-concurrency",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Devices in flight during the journey.",
+)
+@click.option(
     "--journey-processes",
     type=click.IntRange(1, 16),
     default=1,
@@ -268,6 +275,7 @@ def demo(
 def bench(
     json_path: Path | None,
     journey_devices: int,
+    journey_concurrency: int,
     journey_processes: int,
     est_sessions: int,
     est_per_session: int,
@@ -292,6 +300,7 @@ def bench(
     logs.configure(settings.log_format, "warning")
     plan = BenchPlan(
         journey_devices=journey_devices,
+        journey_concurrency=journey_concurrency,
         journey_processes=journey_processes,
         est_sessions=est_sessions,
         est_per_session=est_per_session,
