@@ -181,7 +181,9 @@ class LeafTemplate:
         if serial_number <= 0:
             raise ValueError("serial numbers are positive (RFC 5280 §4.1.2.2)")
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        point = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        # The SPKI ends with the subjectPublicKey BIT STRING, whose value is the uncompressed point
+        # (RFC 5480 §2.2): 0x04, then X and Y of the curve's size each.
+        point = spki[-(1 + 2 * ((public_key.curve.key_size + 7) // 8)) :]
         # SKI method 1 of RFC 5280 §4.2.1.2: SHA-1 of the subjectPublicKey BIT STRING's value.
         ski = _SKI_PREFIX + hashlib.sha1(point).digest()  # noqa: S324
         validity = _time(not_before) + _time(not_after)
