@@ -12,6 +12,7 @@ direct lane uses (:mod:`bootstrap.coap.wire`):
 * the server's Confirmable requests are answered in piggybacked ACKs (§5.2.1), Non-confirmable ones
   with a NON; a duplicate (same message ID, §4.5) gets the same answer again, or nothing while the
   first copy is still being handled;
+* a method other than GET, PUT, POST and DELETE gets 4.05 (§5.8);
 * a Write larger than one block arrives in Block1 slices (RFC 7959 §2.5): each is acknowledged with
   2.31 Continue and the handler sees the whole payload once the last one is in; a slice out of
   order gets 4.08 Request Entity Incomplete;
@@ -55,6 +56,7 @@ RequestHandler: TypeAlias = Callable[[str, str, bytes, int | None, int | None], 
 #: 2.31 Continue (RFC 7959 §2.9.1) and 4.08 Request Entity Incomplete (§2.9.2).
 CONTINUE = code_from_dotted("2.31")
 INCOMPLETE = code_from_dotted("4.08")
+METHOD_NOT_ALLOWED = code_from_dotted("4.05")
 #: Answers remembered for duplicates (§4.5).
 _RECENT = 16
 
@@ -121,11 +123,14 @@ class CoapLink:
             if not self.outbound.incoming(self._send, message) and message.mtype == CON:
                 self._send(encode_message(mtype=RST, mid=message.mid, token=b"", code=EMPTY))
             return
-        if message.mtype not in (CON, NON) or message.code not in METHOD_NAMES:
+        if message.mtype not in (CON, NON):
             return
         if self._recent.replay(message.mid, self._send):  # a duplicate (§4.5)
             return
         self._recent.remember(message.mid, None)
+        if message.code not in METHOD_NAMES:  # FETCH, PATCH, ...: not a bootstrap method (§5.8)
+            self._answer(message, METHOD_NOT_ALLOWED, b"", None)
+            return
         if message.block1 is not None:
             whole = self._assemble(message)
             if whole is None:

@@ -153,6 +153,15 @@ async def test_non_confirmable_requests_get_a_non_answer() -> None:
     assert answer.mtype == NON and answer.mid != 9 and answer.token == b"\x07"
 
 
+async def test_a_method_a_client_does_not_know_is_not_allowed() -> None:
+    channel, device = Channel(), Device()
+    link = CoapLink(channel.send, device.handle)
+    link.datagram_received(from_server(code=Code.FETCH, mid=12))
+    await settle()
+    assert channel.sent[-1].code == Code.METHOD_NOT_ALLOWED and channel.sent[-1].mid == 12
+    assert device.calls == []
+
+
 async def test_a_block_wise_write_is_assembled_before_it_is_handled() -> None:
     channel, device = Channel(), Device()
     link = CoapLink(channel.send, device.handle)
