@@ -110,11 +110,6 @@ class DeviceConnection:
         await session.handshake(handshake_limit_s)
         return cls(link, session, None)
 
-    @property
-    def cipher(self) -> str | None:
-        """The negotiated DTLS cipher suite (``None`` over ``coap://``)."""
-        return None if self._session is None else self._session.conn.cipher
-
     def close(self) -> None:
         """Close the session (close_notify) or the socket, and fail what is still in flight."""
         self.link.close(ConnectionError("closed by the device"))
