@@ -21,6 +21,8 @@ What is measured (keys of the JSON report):
 
 Server CPU is read from ``/proc`` for the server process and its workers, apart from the
 simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
+``est_cpu_vs_cfssl`` and ``journey_cpu_vs_issue_floor`` divide CPU costs by baselines of the same
+run, which move with the machine.
 """
 
 from __future__ import annotations
@@ -436,6 +438,19 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
     return results
 
 
+def same_run_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """CPU costs divided by baselines measured in the same run. On a shared machine the absolute
+    figures move by tens of percent within minutes, and the baselines move with them."""
+    ratios: dict[str, float] = {}
+    cfssl, floor = results.get("cfssl_cpu_ms_per_cert"), results.get("issue_floor_ms")
+    est, journey = results.get("est_cpu_ms_per_cert"), results.get("journey_cpu_ms_per_device")
+    if est and cfssl:
+        ratios["est_cpu_vs_cfssl"] = round(est / cfssl, 2)
+    if journey and floor:
+        ratios["journey_cpu_vs_issue_floor"] = round(journey / floor, 2)
+    return ratios
+
+
 def run_bench(settings: Settings, *, plan: BenchPlan, json_path: Path | None) -> int:
     """Run every measurement, print the table, write the JSON; 0 if nothing failed."""
     console = Console()
@@ -457,6 +472,7 @@ def run_bench(settings: Settings, *, plan: BenchPlan, json_path: Path | None) ->
     if plan.scale:
         console.print(f"scale: {plan.scale} endpoints ...")
         results.update(measure_scale(settings, plan, console))
+    results.update(same_run_ratios(results))
     table = Table(title="lwm2m-bootstrap bench", show_header=True)
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -185,7 +185,7 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
         "est_certs_per_s", "est_cpu_ms_per_cert", "journey_devices_per_s", "journey_p50_ms", "journey_p99_ms",
         "journey_cpu_ms_per_device", "openssl_sign_per_s", "openssl_verify_per_s", "issue_floor_ms",
         "cfssl_cpu_ms_per_cert", "handshake_cpu_ms", "handshake_psk_cpu_ms", "rss_mib_per_1k_sessions",
-        "issue_template_ms",
+        "issue_template_ms", "est_cpu_vs_cfssl", "journey_cpu_vs_issue_floor",
     ):  # fmt: skip
         assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
     assert data["est_failed"] == 0 and data["journey_failed"] == 0
