@@ -209,6 +209,7 @@ async def _cfssl_run(backend: Any, pid: int, count: int) -> float:
     now = dt.datetime.now(dt.UTC)
     request = SignRequest(
         csr=csr,
+        public_key=key.public_key(),
         subject=csr.subject,
         common_name="bench",
         not_before=now,

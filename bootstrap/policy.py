@@ -84,8 +84,11 @@ def new_serial_number(random_bytes: Callable[[int], bytes]) -> int:
     return (int.from_bytes(random_bytes(16), "big") >> 1) | 1
 
 
-def parse_csr(der: bytes, policy: EnrollmentPolicy) -> x509.CertificateSigningRequest:
-    """Parse and verify a DER PKCS#10 request (RFC 2986), enforcing the key policy."""
+def parse_csr(
+    der: bytes, policy: EnrollmentPolicy
+) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePublicKey]:
+    """Parse and verify a DER PKCS#10 request (RFC 2986), enforcing the key policy; return it
+    with its public key (parsed once here, for the backend too)."""
     if not der:
         raise BadCsr("empty payload: expected a DER PKCS#10 CSR")
     if len(der) > policy.max_csr_bytes:
@@ -114,7 +117,7 @@ def parse_csr(der: bytes, policy: EnrollmentPolicy) -> x509.CertificateSigningRe
         )
     if key.curve.name not in policy.allowed_curves:
         raise BadCsr(f"key curve {key.curve.name} not allowed; allowed: {allowed}")
-    return csr
+    return csr, key
 
 
 def common_name(csr: x509.CertificateSigningRequest) -> str:
@@ -179,7 +182,7 @@ def approve(
         raise Unauthorized(
             "enrollment needs a DTLS/TLS-authenticated client; plain CoAP enrollment is disabled"
         )
-    csr = parse_csr(csr_der, policy)
+    csr, public_key = parse_csr(csr_der, policy)
     cn = common_name(csr)
     if identity is None:
         identity = cn
@@ -188,6 +191,7 @@ def approve(
     not_before = now - policy.backdate
     return SignRequest(
         csr=csr,
+        public_key=public_key,
         subject=subject_for(identity, policy),
         common_name=identity,
         not_before=not_before,

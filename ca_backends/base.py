@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +23,8 @@ class SignRequest:
 
     csr: x509.CertificateSigningRequest
     """The device's CSR; its signature has already been verified."""
+    public_key: ec.EllipticCurvePublicKey
+    """The CSR's public key, as the policy parsed and admitted it (an allowed curve)."""
     subject: x509.Name
     """Subject the certificate must carry (CN from the authenticated identity, plus configured O/OU)."""
     common_name: str

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .base import CaBackend, IssuerConfig, SignRequest, SignResult
-from .errors import BackendRejected, InvalidIssuerConfig
+from .errors import InvalidIssuerConfig
 from .leaf_template import LeafTemplate
 from .registry import register
 
@@ -76,12 +76,9 @@ class BuiltinBackend(CaBackend):
 
     async def sign(self, request: SignRequest) -> SignResult:
         """Sign the certificate exactly as the policy decided, with ECDSA-SHA256."""
-        public_key = request.csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):  # the policy admits only EC keys
-            raise BackendRejected("the built-in CA certifies EC keys only")
         certificate = self._template.sign(
             subject=request.subject,
-            public_key=public_key,
+            public_key=request.public_key,
             serial_number=request.serial_number,
             not_before=request.not_before,
             not_after=request.not_after,

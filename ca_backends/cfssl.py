@@ -375,7 +375,7 @@ class CfsslBackend(CaBackend):
         return SignResult(certificate=certificate, chain=chain)
 
     def _check_certificate(self, certificate: x509.Certificate, request: SignRequest) -> None:
-        if certificate.public_key() != request.csr.public_key():
+        if certificate.public_key() != request.public_key:
             raise BackendRejected("CFSSL returned a certificate for a different public key; discarded")
         wanted, got = _attribute_bag(request.subject), _attribute_bag(certificate.subject)
         missing = wanted - got

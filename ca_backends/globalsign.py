@@ -492,11 +492,9 @@ class GlobalSignBackend(CaBackend, Revoker):
         if self.settings.key_format == "PKCS10":
             return request.csr.public_bytes(serialization.Encoding.PEM).decode()
         # SubjectPublicKeyInfo PEM: cryptography writes 64-character lines separated by "\n".
-        return (
-            request.csr.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-            .decode()
-        )
+        return request.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
 
     def _certificate_body(self, request: SignRequest) -> dict[str, Any]:
         return {
@@ -630,7 +628,7 @@ class GlobalSignBackend(CaBackend, Revoker):
             )
 
     def _check_certificate(self, certificate: x509.Certificate, request: SignRequest) -> None:
-        if certificate.public_key() != request.csr.public_key():
+        if certificate.public_key() != request.public_key:
             raise BackendRejected("GlobalSign returned a certificate for a different public key; discarded")
         got = [_name_value(a) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         if got != [request.common_name]:

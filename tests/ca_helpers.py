@@ -81,8 +81,11 @@ def sign_request(
     if csr is None:
         _, csr = device_csr(cn)
     start = utcnow()
+    key = csr.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
     return SignRequest(
         csr=csr,
+        public_key=key,
         subject=subject if subject is not None else name(cn, o="Acme", ou=["IoT"]),
         common_name=cn,
         not_before=start,
