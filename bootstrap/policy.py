@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from ca_backends import SignRequest
 
@@ -84,11 +85,24 @@ def new_serial_number(random_bytes: Callable[[int], bytes]) -> int:
     return (int.from_bytes(random_bytes(16), "big") >> 1) | 1
 
 
+#: CSR signature algorithms accepted, with their hash (RFC 5758 §3.2: ecdsa-with-SHA256/384/512).
+#: The keys allowed are EC keys, so their proof of possession is an ECDSA signature.
+_ECDSA_SIGNATURES = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+}
+
+
 def parse_csr(
     der: bytes, policy: EnrollmentPolicy
 ) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePublicKey]:
     """Parse and verify a DER PKCS#10 request (RFC 2986), enforcing the key policy; return it
-    with its public key (parsed once here, for the backend too)."""
+    with its public key (parsed once here, for the backend too).
+
+    The key is checked against the policy before the signature: refusing a key type costs nothing,
+    while the ECDSA verification is the most expensive step of issuing a certificate, and
+    ``is_signature_valid`` would parse the key a second time."""
     if not der:
         raise BadCsr("empty payload: expected a DER PKCS#10 CSR")
     if len(der) > policy.max_csr_bytes:
@@ -98,18 +112,9 @@ def parse_csr(
     except ValueError:
         raise BadCsr("payload is not a DER PKCS#10 CSR") from None
     try:
-        valid = csr.is_signature_valid
-    except Exception:  # unsupported signature algorithm
-        raise BadCsr("CSR signature algorithm is not supported") from None
-    if not valid:
-        raise BadCsr("CSR signature does not verify (proof of possession failed)")
-    try:
-        hash_algorithm = csr.signature_hash_algorithm
-    except Exception:
-        hash_algorithm = None
-    if not isinstance(hash_algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
-        raise BadCsr("CSR must be signed with SHA-256, SHA-384 or SHA-512")
-    key = csr.public_key()
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise BadCsr("CSR public key does not parse or is of an unsupported type") from None
     allowed = ", ".join(sorted(CURVE_LABELS.get(c, c) for c in policy.allowed_curves))
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise BadCsr(
@@ -117,6 +122,13 @@ def parse_csr(
         )
     if key.curve.name not in policy.allowed_curves:
         raise BadCsr(f"key curve {key.curve.name} not allowed; allowed: {allowed}")
+    algorithm = _ECDSA_SIGNATURES.get(csr.signature_algorithm_oid)
+    if algorithm is None:
+        raise BadCsr("CSR must be signed with ECDSA and SHA-256, SHA-384 or SHA-512")
+    try:
+        key.verify(csr.signature, csr.tbs_certrequest_bytes, algorithm)
+    except InvalidSignature:
+        raise BadCsr("CSR signature does not verify (proof of possession failed)") from None
     return csr, key
 
 
