@@ -191,7 +191,7 @@ class Enroller:
         finally:
             self.stats.sign_seconds += time.perf_counter() - started
         certificate = result.certificate
-        der = certificate.public_bytes(Encoding.DER)
+        der = result.certificate_der or certificate.public_bytes(Encoding.DER)
         audit_row = IssuedCertificate.of(
             certificate,
             der=der,

@@ -49,6 +49,9 @@ class SignResult:
     """The device certificate."""
     chain: tuple[x509.Certificate, ...] = field(default=())
     """Issuing CA first, towards the root; the root may be included."""
+    certificate_der: bytes = b""
+    """The certificate's DER, when the backend has it at hand (the enroller encodes
+    ``certificate`` otherwise)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,14 +76,17 @@ class BuiltinBackend(CaBackend):
 
     async def sign(self, request: SignRequest) -> SignResult:
         """Sign the certificate exactly as the policy decided, with ECDSA-SHA256."""
-        certificate = self._template.sign(
+        der = self._template.sign(
             subject=request.subject,
             public_key=request.public_key,
             serial_number=request.serial_number,
             not_before=request.not_before,
             not_after=request.not_after,
+            csr_info=request.csr.tbs_certrequest_bytes,
         )
-        return SignResult(certificate=certificate, chain=self._chain)
+        return SignResult(
+            certificate=x509.load_der_x509_certificate(der), chain=self._chain, certificate_der=der
+        )
 
     async def ca_certificates(self) -> tuple[x509.Certificate, ...]:
         """The built-in chain: issuing intermediate, then root."""

@@ -1,8 +1,9 @@
 """The few DER (X.690) encodings the certificate templates need, by hand.
 
 Only definite-length, primitive-or-constructed TLVs: enough to concatenate parts that a real ASN.1
-library (``cryptography``) encoded once. Everything built with these helpers is tested byte for
-byte against ``cryptography``'s own output.
+library (``cryptography``) encoded once, and to find a TLV inside bytes that library has already
+parsed and validated. Everything built with these helpers is tested byte for byte against
+``cryptography``'s own output.
 """
 
 from __future__ import annotations
@@ -45,3 +46,28 @@ def tlv(tag: int, content: bytes) -> bytes:
 def set_of(encodings: Iterable[bytes]) -> bytes:
     """SET OF: DER orders the elements by their encodings (X.690 §11.6)."""
     return tlv(SET, b"".join(sorted(encodings)))
+
+
+def element(data: bytes, offset: int = 0) -> tuple[int, int, int]:
+    """The TLV at ``offset``: its tag, where its value starts and where it ends.
+
+    Single-byte tags and definite lengths only (all DER needs for the structures read here);
+    raises :class:`ValueError` when the bytes are not that."""
+    if offset + 2 > len(data):
+        raise ValueError("truncated DER")
+    tag, first = data[offset], data[offset + 1]
+    if tag & 0x1F == 0x1F:
+        raise ValueError("multi-byte DER tags are not supported")
+    start = offset + 2
+    if first < 0x80:
+        size = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or start + count > len(data):
+            raise ValueError("unsupported DER length")
+        size = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + size
+    if end > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, end

@@ -17,7 +17,9 @@ drift apart silently.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import math
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -34,11 +36,12 @@ from .der import (
     SEQUENCE,
     UTC_TIME,
     context,
+    element,
     header,
     tlv,
 )
 
-__all__ = ["LeafTemplate", "build_with_cryptography", "leaf_extensions"]
+__all__ = ["LeafTemplate", "build_with_cryptography", "leaf_extensions", "subject_public_key_info"]
 
 #: [0] EXPLICIT INTEGER 2: version v3 (RFC 5280 §4.1.2.1).
 _VERSION_V3 = bytes.fromhex("a003020102")
@@ -60,9 +63,18 @@ def _integer(value: int) -> bytes:
 
 
 def _time(moment: dt.datetime) -> bytes:
-    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, in UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC)
+    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, in UTC (a
+    naive ``moment`` is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return _time_of_second(math.floor(moment.timestamp()))
+
+
+@functools.lru_cache(maxsize=16)
+def _time_of_second(second: int) -> bytes:
+    # Certificates issued in the same second share their validity, and formatting two times cost
+    # as much as assembling the rest of the certificate.
+    moment = dt.datetime.fromtimestamp(second, dt.UTC)
     year = moment.year
     if year < 1950:
         raise ValueError("certificate times before 1950 cannot be encoded (RFC 5280 §4.1.2.5)")
@@ -70,6 +82,47 @@ def _time(moment: dt.datetime) -> bytes:
     if year < 2050:
         return tlv(UTC_TIME, f"{year % 100:02}{rest}".encode())
     return tlv(GENERALIZED_TIME, f"{year:04}{rest}".encode())
+
+
+#: DER SubjectPublicKeyInfo up to the point, per curve: learnt from the first key of each curve.
+_SPKI_PREFIXES: dict[str, bytes] = {}
+
+
+def subject_public_key_info(public_key: ec.EllipticCurvePublicKey, csr_info: bytes | None = None) -> bytes:
+    """The key's DER SubjectPublicKeyInfo, named curve and uncompressed point (RFC 5480 §2).
+
+    ``csr_info`` is the DER CertificationRequestInfo the key was read from (RFC 2986 §4.1). When
+    its SubjectPublicKeyInfo already has that form, those bytes are returned as they are, which
+    spares encoding the point again (a field inversion in OpenSSL, as costly as the rest of the
+    certificate). A compressed point or any other form is re-encoded."""
+    point_size = 1 + 2 * ((public_key.curve.key_size + 7) // 8)
+    prefix = _SPKI_PREFIXES.get(public_key.curve.name)
+    if prefix is not None and csr_info is not None:
+        carried = _spki_in_request(csr_info)
+        if (
+            carried is not None
+            and len(carried) == len(prefix) + point_size
+            and carried.startswith(prefix)
+            and carried[len(prefix)] == 0x04  # uncompressed (SEC 1 §2.3.3)
+        ):
+            return carried
+    encoded = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    _SPKI_PREFIXES.setdefault(public_key.curve.name, encoded[:-point_size])
+    return encoded
+
+
+def _spki_in_request(csr_info: bytes) -> bytes | None:
+    """CertificationRequestInfo ::= SEQUENCE { version, subject, subjectPKInfo, attributes }."""
+    try:
+        tag, start, end = element(csr_info)
+        if tag != SEQUENCE or end != len(csr_info):
+            return None
+        _, _, after_version = element(csr_info, start)
+        _, _, after_subject = element(csr_info, after_version)
+        tag, _, after_spki = element(csr_info, after_subject)
+    except ValueError:
+        return None
+    return csr_info[after_subject:after_spki] if tag == SEQUENCE else None
 
 
 def _extension(oid: x509.ObjectIdentifier, critical: bool, value: x509.ExtensionType) -> bytes:
@@ -176,11 +229,13 @@ class LeafTemplate:
         serial_number: int,
         not_before: dt.datetime,
         not_after: dt.datetime,
+        csr_info: bytes | None = None,
     ) -> bytes:
-        """The DER TBSCertificate (RFC 5280 §4.1) for these variable fields."""
+        """The DER TBSCertificate (RFC 5280 §4.1) for these variable fields (``csr_info``: see
+        :func:`subject_public_key_info`)."""
         if serial_number <= 0:
             raise ValueError("serial numbers are positive (RFC 5280 §4.1.2.2)")
-        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        spki = subject_public_key_info(public_key, csr_info)
         # The SPKI ends with the subjectPublicKey BIT STRING, whose value is the uncompressed point
         # (RFC 5480 §2.2): 0x04, then X and Y of the curve's size each.
         point = spki[-(1 + 2 * ((public_key.curve.key_size + 7) // 8)) :]
@@ -211,15 +266,16 @@ class LeafTemplate:
         serial_number: int,
         not_before: dt.datetime,
         not_after: dt.datetime,
-    ) -> x509.Certificate:
-        """Assemble, sign (ECDSA with SHA-256) and return the certificate."""
+        csr_info: bytes | None = None,
+    ) -> bytes:
+        """Assemble and sign (ECDSA with SHA-256) the certificate; return its DER."""
         tbs = self.tbs_certificate(
             subject=subject,
             public_key=public_key,
             serial_number=serial_number,
             not_before=not_before,
             not_after=not_after,
+            csr_info=csr_info,
         )
         signature = self._key.sign(tbs, _ECDSA_SHA256)
-        der = tlv(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + tlv(BIT_STRING, b"\x00" + signature))
-        return x509.load_der_x509_certificate(der)
+        return tlv(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + tlv(BIT_STRING, b"\x00" + signature))
