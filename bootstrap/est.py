@@ -7,9 +7,9 @@ and asks this module what the request means and how to encode the answer. Nothin
 from __future__ import annotations
 
 import enum
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cbor2
 from cryptography import x509
@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca_backends import der
 
 from .errors import BadRequest, NotAcceptable, NotFound, UnsupportedContentFormat
+
+T = TypeVar("T")
 
 # Content-Format numbers (RFC 9148 §8.1; IANA CoAP Content-Formats).
 PKCS7_CERTS_ONLY = 281
@@ -174,23 +176,52 @@ def encode_enrolled(
     return pkcs7_certs_only([leaf_der, *_intermediates(tuple(chain))])
 
 
-@functools.lru_cache(maxsize=64)
-def _intermediates(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+class _PerChain(Generic[T]):
+    """Values computed once per CA chain, found by the chain's identity.
+
+    Backends hand back the same chain tuple with every certificate, and ``functools.lru_cache``
+    would hash the certificates in it on every call, which costs about as much as encoding the
+    answer. A chain that is not the same object (a CA that sends its chain with each certificate)
+    is computed afresh; at most ``size`` chains are kept."""
+
+    def __init__(self, compute: Callable[[tuple[x509.Certificate, ...]], T], size: int = 64) -> None:
+        self._compute = compute
+        self._size = size
+        self._values: dict[int, tuple[tuple[x509.Certificate, ...], T]] = {}
+
+    def __call__(self, chain: tuple[x509.Certificate, ...]) -> T:
+        known = self._values.get(id(chain))
+        if known is not None and known[0] is chain:
+            return known[1]
+        value = self._compute(chain)
+        if len(self._values) >= self._size:
+            self._values.clear()
+        self._values[id(chain)] = (chain, value)  # the chain is kept, so its id stays its own
+        return value
+
+
+def _intermediates_of(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
     """The DER of the chain's certificates that are not roots (a few chains, asked for per answer)."""
     return tuple(c.public_bytes(Encoding.DER) for c in chain if not _self_signed(c))
+
+
+_intermediates = _PerChain(_intermediates_of)
 
 
 def encode_ca_certificates(fmt: int, chain: Sequence[x509.Certificate]) -> bytes:
     """A ``crts`` answer: the whole CA chain as PKCS#7, or, for 287, the trust anchor (the last one)."""
     if not chain:
         raise NotFound("no CA certificates are known for this service")
-    return _ca_answer(fmt, tuple(chain))
+    # Encoded once per chain and format: many devices ask ``crts`` first, and the answer only
+    # changes when the CA does (a new chain is a new key).
+    return _ca_answers(tuple(chain))[0 if fmt == PKIX_CERT else 1]
 
 
-@functools.lru_cache(maxsize=64)
-def _ca_answer(fmt: int, chain: tuple[x509.Certificate, ...]) -> bytes:
-    """Encoded once per chain and format: many devices ask ``crts`` first, and the answer only
-    changes when the CA does (a new chain is a new key)."""
-    if fmt == PKIX_CERT:
-        return chain[-1].public_bytes(Encoding.DER)
-    return pkcs7_certs_only([c.public_bytes(Encoding.DER) for c in chain])
+def _ca_answers_of(chain: tuple[x509.Certificate, ...]) -> tuple[bytes, bytes]:
+    """The ``crts`` answers for 287 (the trust anchor) and 281 (the chain as PKCS#7)."""
+    return chain[-1].public_bytes(Encoding.DER), pkcs7_certs_only(
+        [c.public_bytes(Encoding.DER) for c in chain]
+    )
+
+
+_ca_answers = _PerChain(_ca_answers_of)
