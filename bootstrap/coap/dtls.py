@@ -657,7 +657,8 @@ class DtlsServerEngine:
             return False
         self._touch(session, now)
         self._flush(session)
-        self._update_timer(session, now)
+        if session.timer_deadline is not None:
+            self._update_timer(session, now)
         return True
 
     def close_session(self, session: DtlsSession, reason: str = "closed by server") -> None:
@@ -869,6 +870,11 @@ class DtlsServerEngine:
                     return
         if session.state is SessionState.ESTABLISHED:
             self._read_application_data(session)
+            if session.timer_deadline is None:
+                # With renegotiation off (OP_NO_RENEGOTIATION), an established session whose
+                # handshake left no timer never arms one again: ask OpenSSL no more.
+                self._flush(session)
+                return
         if session.state is not SessionState.CLOSED:
             self._flush(session)
             self._update_timer(session, now)
