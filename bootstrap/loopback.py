@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import psutil
 from aiocoap import Code, Context, Message
@@ -138,8 +139,19 @@ async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
 class LoopbackServer:
     """``lwm2m-bootstrap serve`` as a child process on 127.0.0.1, with CPU and memory meters."""
 
-    def __init__(self, settings: Settings, *, dtls: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dtls: bool = True,
+        wrapper: Sequence[str] = (),
+        ready_limit_s: float = 60.0,
+    ) -> None:
+        """``wrapper`` is put before the server's command (a profiler, ``valgrind``), which then
+        may need a longer ``ready_limit_s`` to start."""
         self.settings = settings
+        self.wrapper = tuple(wrapper)
+        self.ready_limit_s = ready_limit_s
         self.coap_port = free_udp_port()
         self.coaps_port = free_udp_port() if dtls else None
         self.log_path = settings.data_dir / "loopback-server.log"
@@ -157,12 +169,12 @@ class LoopbackServer:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-                server_command(self.settings, self.coap_port, self.coaps_port),
+                [*self.wrapper, *server_command(self.settings, self.coap_port, self.coaps_port)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=os.environ.copy(),
             )
-        asyncio.run(wait_until_ready(f"coap://127.0.0.1:{self.coap_port}", self.process))
+        asyncio.run(wait_until_ready(f"coap://127.0.0.1:{self.coap_port}", self.process, self.ready_limit_s))
 
     def cpu_seconds(self) -> float:
         """CPU the server (and its workers) used so far."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,3 +191,23 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
         assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
     assert data["est_failed"] == 0 and data["journey_failed"] == 0
     assert data["journey_simulator_processes"] == 2
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_under_callgrind(tmp_path: Path) -> None:
+    """scripts/count_instructions.py runs the server under callgrind and counts its instructions per
+    certificate and per journey, most of a certificate's in the two ECDSA operations."""
+    report = tmp_path / "instructions.json"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "count_instructions.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--certificates", "20", "--devices", "4", "--sessions", "4",
+         "--concurrency", "2", "--data-dir", str(tmp_path / "data"), "--json", str(report)],
+        capture_output=True, text=True, timeout=600, env=embedded_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(report.read_text())
+    assert data["est_certificates"] == 20 and data["journey_devices"] == 4
+    # A certificate verifies one signature and makes one; a journey adds a handshake (ECDHE, two
+    # verifications, one signature) and the bootstrap exchanges.
+    assert 500_000 < data["est_instructions_per_cert"] < data["journey_instructions_per_device"]
+    assert 0.2 < data["est_ec_share"] < 0.9 and 0.1 < data["journey_ec_share"] < 0.9
