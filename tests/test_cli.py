@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -193,7 +192,6 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
     assert data["journey_simulator_processes"] == 2
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_instruction_counts_under_callgrind(tmp_path: Path) -> None:
     """scripts/count_instructions.py runs the server under callgrind and counts its instructions per
     certificate and per journey, most of a certificate's in the two ECDSA operations."""
