@@ -2,14 +2,15 @@
 """Server instructions per certificate and per device journey, counted by valgrind's callgrind.
 
 CPU time on a shared two-core machine moves by tens of percent within minutes, and by a factor of
-two between days. Instructions executed do not: callgrind counts them whatever else the machine is
+two between hours. Instructions executed do not: callgrind counts them whatever else the machine is
 doing, so two versions of the server can be compared to within a percent or two, one run each.
 Instructions are not time (a cache miss costs more than an add), so this complements
 ``lwm2m-bootstrap bench``; it does not replace it.
 
 The server runs as ``lwm2m-bootstrap serve`` (one worker, embedded Postgres) under callgrind, about
-fifty times slower than native, so the load is light: a few devices at a time. The counter is read
-(``callgrind_control -e Ir``) before and after each phase, after a warm-up of the same phase:
+fifty times slower than native, so the load is light: a few devices at a time. After a warm-up of
+each phase, the counters are zeroed (``callgrind_control --zero``) before it and dumped
+(``callgrind_control --dump``) after it, and the dump is read with ``callgrind_annotate``:
 
 * ``est``: enrollments (``sen``) over already established DTLS sessions, built-in CA;
 * ``journey``: the whole journey of a device (DTLS handshake with its factory certificate,
