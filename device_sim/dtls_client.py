@@ -52,6 +52,8 @@ __all__ = [
 DTLS_1_2 = 0xFEFD
 CERTIFICATE_SUITES = ("ECDHE-ECDSA-AES128-CCM8", "ECDHE-ECDSA-AES128-GCM-SHA256")
 PSK_SUITES = ("PSK-AES128-CCM8", "PSK-AES128-GCM-SHA256")
+#: Key exchange groups a simulated device offers (see :class:`ClientContext`).
+ECDHE_GROUPS = b"P-256"
 _RECORD_HEADER_LEN = 13
 
 
@@ -128,6 +130,11 @@ class ClientContext:
         # OpenSSL 3+ rates *_CCM_8 below its default security level 2; LwM2M mandates them.
         level = b":@SECLEVEL=0" if any("CCM8" in suite for suite in suites) else b""
         ctx.set_cipher_list(":".join(suites).encode() + level)
+        # Offer secp256r1 alone, as a constrained LwM2M device does (RFC 7925 §4.4.2 makes it the
+        # one curve to support). OpenSSL's default list puts X25519 first, and a server that takes
+        # the client's order would then measure a key exchange real devices never ask for.
+        if _lib.SSL_CTX_set1_curves_list(ctx._context, ECDHE_GROUPS) != 1:
+            raise DtlsClientError("OpenSSL rejected the ECDHE group list")
         if isinstance(credentials, CertificateCredentials):
             if not per_connection:
                 ctx.use_certificate(credentials.certificate_chain[0])
