@@ -13,7 +13,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bootstrap import builtin_ca
-from device_sim.device import PKCS7_CERTS_ONLY, PKIX_CERT, SimDevice, VerificationError, verify_chain
+from bootstrap.est import pkcs7_certs_only
+from ca_backends import der
+from device_sim.device import (
+    PKCS7_CERTS_ONLY,
+    PKIX_CERT,
+    SimDevice,
+    VerificationError,
+    parse_certificates,
+    verify_chain,
+)
 
 from .pki import NOW, ca_material, p256
 
@@ -112,3 +121,61 @@ def test_a_verified_ca_link_is_remembered_but_a_leaf_is_always_checked() -> None
     forged = issue(ca, key, signer=p256())
     with pytest.raises(VerificationError, match="bad signature"):
         verify_chain(forged, [ca.issuing_certificate], [ca.root_certificate], now=NOW)
+
+
+def _indefinite(payload: bytes) -> bytes:
+    """The same ContentInfo with its outer SEQUENCE and [0] in BER's indefinite-length form."""
+    _, start, _ = der.element(payload)
+    _, oid_start, oid_end = der.element(payload, start)
+    _, inner, _ = der.element(payload, oid_end)
+    oid = payload[oid_start - 2 : oid_end]
+    return b"\x30\x80" + oid + b"\xa0\x80" + payload[inner:] + b"\x00\x00\x00\x00"
+
+
+def _signed_data(certificates: bytes) -> bytes:
+    """A ContentInfo around a SignedData with no signers and these ``certificates`` (RFC 5652 §5.1)."""
+    data, signed_data = bytes.fromhex("2a864886f70d010701"), bytes.fromhex("2a864886f70d010702")
+    members = der.tlv(der.context(0), certificates) if certificates else b""
+    content = (
+        der.tlv(der.INTEGER, b"\x01")
+        + der.tlv(der.SET, b"")
+        + der.tlv(der.SEQUENCE, der.tlv(der.OBJECT_IDENTIFIER, data))
+        + members
+        + der.tlv(der.SET, b"")
+    )
+    return der.tlv(
+        der.SEQUENCE,
+        der.tlv(der.OBJECT_IDENTIFIER, signed_data) + der.tlv(der.context(0), der.tlv(der.SEQUENCE, content)),
+    )
+
+
+def test_pkcs7_answers_read_by_hand_match_cryptography() -> None:
+    ca, key = ca_material(), p256()
+    leaf = issue(ca, key)
+    ders = [leaf.public_bytes(Encoding.DER), ca.issuing_certificate.public_bytes(Encoding.DER)]
+    for payload in (
+        answer(leaf, ca.issuing_certificate),
+        answer(leaf),
+        pkcs7_certs_only(ders),
+        _signed_data(b"".join(ders)),  # certificates in the order given, not sorted as DER would
+    ):
+        assert parse_certificates(payload, PKCS7_CERTS_ONLY) == pkcs7.load_der_pkcs7_certificates(payload)
+    ber = _indefinite(pkcs7_certs_only(ders))  # not the fast path: cryptography reads it, and warns
+    with pytest.warns(UserWarning, match="BER"):
+        assert set(parse_certificates(ber, PKCS7_CERTS_ONLY)) == {leaf, ca.issuing_certificate}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _signed_data(b""),
+        pkcs7_certs_only([b"\x30\x03\x02\x01\x01"]),
+        b"\x30\x0b\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01",
+        b"\x30\x82\x01",
+    ],
+    ids=["no certificates", "a member that is not a certificate", "pkcs7-data", "truncated"],
+)
+def test_pkcs7_answers_that_hold_no_usable_certificate(payload: bytes) -> None:
+    with pytest.raises(VerificationError) as caught:
+        parse_certificates(payload, PKCS7_CERTS_ONLY)
+    assert caught.value.reason == "answer does not parse as Content-Format 281"
