@@ -18,6 +18,8 @@ What is measured (keys of the JSON report):
   the full journey (handshake, bootstrap by pack or request, EST), driven by
   ``journey_simulator_processes`` simulator processes (1 by default, ``--journey-processes``) with
   ``journey_concurrency`` devices in flight (100 by default, ``--journey-concurrency``).
+  ``journey_simulator_cpu_ms_per_device`` is what the simulator spent on the same devices: server
+  and simulator share the machine's cores, so the two together bound ``journey_devices_per_s``.
 
 Server CPU is read from ``/proc`` for the server process and its workers, apart from the
 simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
@@ -433,6 +435,7 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
         results["journey_p50_ms"] = summary["p50_ms"]
         results["journey_p99_ms"] = summary["p99_ms"]
         results["journey_cpu_ms_per_device"] = round(used * 1000 / max(1, report.succeeded), 3)
+        results["journey_simulator_cpu_ms_per_device"] = summary["simulator_cpu_ms_per_device"]
         results["journey_failed"] = report.failed
     finally:
         server.stop()

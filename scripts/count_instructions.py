@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Server instructions per certificate and per device journey, counted by valgrind's callgrind.
+"""Instructions per certificate and per device journey, server and simulator, counted by callgrind.
 
 CPU time on a shared two-core machine moves by tens of percent within minutes, and by a factor of
 two between hours. Instructions executed do not: callgrind counts them whatever else the machine is
@@ -14,14 +14,18 @@ each phase, the counters are zeroed (``callgrind_control --zero``) before it and
 
 * ``est``: enrollments (``sen``) over already established DTLS sessions, built-in CA;
 * ``journey``: the whole journey of a device (DTLS handshake with its factory certificate,
-  bootstrap, EST), devices one after the other at ``--concurrency``.
+  bootstrap, EST), devices one after the other at ``--concurrency``;
+* ``simulator``: the same journey on the device's side. ``python -m device_sim`` runs under
+  callgrind twice against the server, with a few devices and with ``--simulator-devices`` more;
+  the difference, divided, is what one more device costs the simulator. Server and simulator
+  share the machine's cores in ``lwm2m-bootstrap bench``, so both bound its devices per second.
 
 Counts include the event loop, the DTLS records, the database writes and the ECDSA operations:
 ``ec_share`` is the part spent in OpenSSL's P-256 arithmetic, the floor no Python change moves.
 
 Usage::
 
-    .venv/bin/python scripts/count_instructions.py                  # 1000 certificates, 200 devices
+    .venv/bin/python scripts/count_instructions.py        # 1000 certificates, 200 + 100 journeys
     .venv/bin/python scripts/count_instructions.py --certificates 400 --devices 100 --json out.json
 
 Needs valgrind (Debian: ``apt-get install valgrind``).
@@ -39,6 +43,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from bootstrap import event_loop, logs
 from bootstrap.cli.common import settings_or_exit
@@ -78,23 +84,64 @@ class Counter:
         dumps = set(self.profile.parent.glob(self.profile.name + ".*")) - known
         if len(dumps) != 1:
             raise RuntimeError(f"expected one new callgrind dump, found {sorted(dumps)}")
-        annotated = subprocess.run(  # noqa: S603 (fixed arguments)
-            ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(dumps.pop())],  # noqa: S607
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        total = ec = 0
-        for line in annotated.splitlines():
-            match = ANNOTATED.match(line)
-            if match is None:
-                continue
-            count, function = int(match.group(1).replace(",", "")), match.group(2)
-            if function == "PROGRAM":
-                total = count
-            elif EC_FUNCTIONS.search(function):
-                ec += count
-        return total, ec
+        return instructions(dumps.pop())
+
+
+def instructions(dump: Path) -> tuple[int, int]:
+    """A callgrind dump's instructions, in all and in P-256 arithmetic."""
+    annotated = subprocess.run(  # noqa: S603 (fixed arguments)
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(dump)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    total = ec = 0
+    for line in annotated.splitlines():
+        match = ANNOTATED.match(line)
+        if match is None:
+            continue
+        count, function = int(match.group(1).replace(",", "")), match.group(2)
+        if function == "PROGRAM":
+            total = count
+        elif EC_FUNCTIONS.search(function):
+            ec += count
+    return total, ec
+
+
+def simulator_instructions(
+    options: FleetOptions, data_dir: Path, factory_dir: Path, devices: int, concurrency: int
+) -> tuple[int, float]:
+    """The simulator's instructions per device journey, and their P-256 share.
+
+    ``python -m device_sim`` runs under callgrind twice, with a few devices and with ``devices``
+    more; the difference divided by ``devices`` leaves out what both runs spend on starting up
+    (imports, keys, the first handshake). Factory certificates are issued beforehand."""
+    trust = data_dir / "server-ca.pem"
+    trust.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in options.server_trust))
+    few = max(2, devices // 5)
+    counts = []
+    for prefix, count in (("count-sim-few", few), ("count-sim-more", few + devices)):
+        prepare_certificates(
+            FleetOptions(**{**options.__dict__, "devices": count, "endpoint_prefix": prefix})
+        )
+        dump = data_dir / f"callgrind.simulator.{prefix}"
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}",
+            sys.executable, "-m", "device_sim",
+            "--server", options.server,
+            "--devices", str(count),
+            "--concurrency", str(concurrency),
+            "--flow", "bootstrap",
+            "--endpoint-prefix", prefix,
+            "--factory-dir", str(factory_dir),
+            "--server-ca", str(trust),
+            "--timeout", str(options.timeout_s),
+            "--no-progress",
+        ]  # fmt: skip
+        subprocess.run(command, capture_output=True, check=True)  # noqa: S603 (arguments built here)
+        counts.append(instructions(dump))
+    (few_total, few_ec), (more_total, more_ec) = counts
+    return (more_total - few_total) // devices, round((more_ec - few_ec) / (more_total - few_total), 3)
 
 
 def main() -> int:
@@ -103,6 +150,12 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=200, help="device journeys counted")
     parser.add_argument("--sessions", type=int, default=10, help="DTLS sessions the enrollments share")
     parser.add_argument("--concurrency", type=int, default=5, help="devices in flight in the journey")
+    parser.add_argument(
+        "--simulator-devices",
+        type=int,
+        default=100,
+        help="device journeys counted in the simulator (python -m device_sim under callgrind); 0: skip",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--data-dir", type=Path, help="the server's data directory (default: a new one)")
     args = parser.parse_args()
@@ -114,6 +167,7 @@ def main() -> int:
     settings = settings_or_exit(data_dir=data_dir, workers=1)
     logs.configure(settings.log_format, "error")
     profile = data_dir / "callgrind.out"
+    factory_dir = data_dir / "device-sim"
     server = LoopbackServer(
         settings,
         wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}"],
@@ -127,8 +181,8 @@ def main() -> int:
     try:
         base = FleetOptions(
             server=server.uri,
-            factory=FactoryCa.load_or_create(data_dir / "device-sim"),
-            key_cache=data_dir / "device-sim",
+            factory=FactoryCa.load_or_create(factory_dir),
+            key_cache=factory_dir,
             progress=False,
             timeout_s=120,
             flow="bootstrap",
@@ -177,11 +231,18 @@ def main() -> int:
             results["journey_instructions_per_device"],
             results["journey_ec_share"],
         ) = journey("count-journey", args.devices)
+        if args.simulator_devices:
+            print(f"simulator: {args.simulator_devices} devices more than a few ...", flush=True)
+            results["simulator_devices"] = args.simulator_devices
+            (
+                results["simulator_instructions_per_device"],
+                results["simulator_ec_share"],
+            ) = simulator_instructions(base, data_dir, factory_dir, args.simulator_devices, args.concurrency)
     finally:
         server.stop()
 
     table = "\n".join(f"  {key:34} {value:>14,}" for key, value in results.items())
-    print(f"server instructions (callgrind):\n{table}")
+    print(f"instructions (callgrind):\n{table}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -186,6 +186,7 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
         "journey_cpu_ms_per_device", "openssl_sign_per_s", "openssl_verify_per_s", "issue_floor_ms",
         "cfssl_cpu_ms_per_cert", "handshake_cpu_ms", "handshake_psk_cpu_ms", "rss_mib_per_1k_sessions",
         "issue_template_ms", "est_cpu_vs_cfssl", "journey_cpu_vs_issue_floor",
+        "journey_simulator_cpu_ms_per_device",
     ):  # fmt: skip
         assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
     assert data["est_failed"] == 0 and data["journey_failed"] == 0
@@ -194,12 +195,14 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
 
 def test_instruction_counts_under_callgrind(tmp_path: Path) -> None:
     """scripts/count_instructions.py runs the server under callgrind and counts its instructions per
-    certificate and per journey, most of a certificate's in the two ECDSA operations."""
+    certificate and per journey, most of a certificate's in the two ECDSA operations; then the
+    simulator's per journey."""
     report = tmp_path / "instructions.json"
     script = Path(__file__).resolve().parent.parent / "scripts" / "count_instructions.py"
     result = subprocess.run(
         [sys.executable, str(script), "--certificates", "20", "--devices", "4", "--sessions", "4",
-         "--concurrency", "2", "--data-dir", str(tmp_path / "data"), "--json", str(report)],
+         "--concurrency", "2", "--simulator-devices", "3", "--data-dir", str(tmp_path / "data"),
+         "--json", str(report)],
         capture_output=True, text=True, timeout=600, env=embedded_env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -209,3 +212,7 @@ def test_instruction_counts_under_callgrind(tmp_path: Path) -> None:
     # verifications, one signature) and the bootstrap exchanges.
     assert 500_000 < data["est_instructions_per_cert"] < data["journey_instructions_per_device"]
     assert 0.2 < data["est_ec_share"] < 0.9 and 0.1 < data["journey_ec_share"] < 0.9
+    # The device's side of a journey: its handshake (ECDHE, verifying the server's chain and key
+    # exchange, one signature), its CSR, and verifying the certificate it gets.
+    assert data["simulator_devices"] == 3
+    assert 1_000_000 < data["simulator_instructions_per_device"] and 0.1 < data["simulator_ec_share"] < 0.9
