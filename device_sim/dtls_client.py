@@ -32,6 +32,7 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
+from bootstrap.coap.dtls import pending_bytes, split_into_datagrams
 from bootstrap.coap.dtls_transport import ForgivingRecentMessages, forgive_recent_messages
 
 __all__ = [
@@ -54,7 +55,6 @@ CERTIFICATE_SUITES = ("ECDHE-ECDSA-AES128-CCM8", "ECDHE-ECDSA-AES128-GCM-SHA256"
 PSK_SUITES = ("PSK-AES128-CCM8", "PSK-AES128-GCM-SHA256")
 #: Key exchange groups a simulated device offers (see :class:`ClientContext`).
 ECDHE_GROUPS = b"P-256"
-_RECORD_HEADER_LEN = 13
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,22 +83,6 @@ ClientCredentials = CertificateCredentials | PskCredentials
 
 class DtlsClientError(Exception):
     """The handshake failed or the connection broke."""
-
-
-def _split(flight: bytes, limit: int) -> list[bytes]:
-    """Records into datagrams of at most ``limit`` bytes (RFC 6347 §4.1.1)."""
-    if len(flight) <= limit:
-        return [flight] if flight else []
-    out: list[bytes] = []
-    start = pos = 0
-    while pos < len(flight):
-        end = min(pos + _RECORD_HEADER_LEN + int.from_bytes(flight[pos + 11 : pos + 13], "big"), len(flight))
-        if end - start > limit and pos > start:
-            out.append(flight[start:pos])
-            start = pos
-        pos = end
-    out.append(flight[start:])
-    return out
 
 
 class ClientContext:
@@ -333,6 +317,10 @@ class DtlsClientConnection:
                 return self._drain()
             self.handshake_complete = True
         while not self.closed:
+            # Ask the BIOs first rather than letting recv() raise WantReadError (see the server's
+            # engine): a datagram usually holds one record, so this saves an exception per datagram.
+            if not pending_bytes(self._conn, incoming=True) and not self._conn.pending():
+                break
             try:
                 data = self._conn.recv(20000)
             except SSL.WantReadError:
@@ -349,12 +337,9 @@ class DtlsClientConnection:
 
     def _drain(self) -> list[bytes]:
         chunks = []
-        while True:
-            try:
-                chunks.append(self._conn.bio_read(65536))
-            except SSL.WantReadError:
-                break
-        return _split(b"".join(chunks), self._max)
+        while size := pending_bytes(self._conn, incoming=False):
+            chunks.append(self._conn.bio_read(size))
+        return split_into_datagrams(b"".join(chunks), self._max)
 
 
 # --- aiocoap transport -------------------------------------------------------------------------------
@@ -514,7 +499,13 @@ class ClientSession(asyncio.DatagramProtocol):
         if self.conn.closed:
             self._fail(self.conn.error or "closed")
             return
-        self._arm_timer()
+        if not self.conn.handshake_complete:
+            self._arm_timer()
+        elif self._timer is not None:
+            # The handshake is over and renegotiation is off: OpenSSL has no flight left to
+            # retransmit (RFC 6347 §4.2.4), so an established session needs no timer.
+            self._timer.cancel()
+            self._timer = None
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

@@ -75,6 +75,7 @@ __all__ = [
     "build_hello_verify_request",
     "iter_records",
     "parse_client_hello",
+    "pending_bytes",
     "split_into_datagrams",
 ]
 
@@ -475,7 +476,7 @@ class DtlsEngineStats:
 # --- OpenSSL context ---------------------------------------------------------------------------
 
 
-def _pending_bytes(conn: SSL.Connection, *, incoming: bool) -> int:
+def pending_bytes(conn: SSL.Connection, *, incoming: bool) -> int:
     """Bytes waiting in a connection's memory BIO: records fed to OpenSSL (``incoming``) or records
     OpenSSL wrote for the network."""
     bio = conn._into_ssl if incoming else conn._from_ssl
@@ -915,7 +916,7 @@ class DtlsServerEngine:
             assert conn is not None
             # Ask the BIOs whether anything is left rather than letting recv() raise WantReadError:
             # with one record per datagram the usual case, that saves an exception per datagram.
-            if not first and not _pending_bytes(conn, incoming=True) and not conn.pending():
+            if not first and not pending_bytes(conn, incoming=True) and not conn.pending():
                 return
             first = False
             try:
@@ -938,7 +939,7 @@ class DtlsServerEngine:
         if conn is None:
             return
         chunks = []
-        while size := _pending_bytes(conn, incoming=False):  # no WantReadError round trip
+        while size := pending_bytes(conn, incoming=False):  # no WantReadError round trip
             chunks.append(conn.bio_read(max(size, 1)))
         if not chunks:
             return
