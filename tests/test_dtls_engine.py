@@ -6,14 +6,16 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
+from OpenSSL import crypto
 
 from bootstrap.coap.dtls import (
     CookieAuthority,
@@ -22,6 +24,8 @@ from bootstrap.coap.dtls import (
     DtlsSession,
     PeerAddress,
     SessionState,
+    _strong_key,
+    _weakness,
     build_hello_verify_request,
     iter_records,
     parse_client_hello,
@@ -644,3 +648,37 @@ def test_devices_sharing_one_client_context_keep_their_own_identities(pki: DtlsP
         h.exchange(client)
         assert client.handshake_complete, (client.error, h.rec.closed)
         assert h.rec.established[-1].identity.name == identity.decode()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("make_key", "strong", "problem"),
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), True, None),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), True, None),
+        (lambda: ec.generate_private_key(ec.SECP192R1()), False, "EC key on secp192r1"),
+        (lambda: rsa.generate_private_key(65537, 2048), True, None),
+        (lambda: rsa.generate_private_key(65537, 1024), False, "RSA key of 1024 bits"),
+        (ed25519.Ed25519PrivateKey.generate, True, None),
+    ],
+    ids=["P-256", "P-384", "P-192", "RSA-2048", "RSA-1024", "Ed25519"],
+)
+def test_the_key_check_asked_of_openssl_agrees_with_cryptography(
+    make_key: Callable[[], Any], strong: bool, problem: str | None
+) -> None:
+    """The leaf's key is checked on OpenSSL's parsed key; only a key that fails is decoded again,
+    for the message, so both paths give one verdict."""
+    key = make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "urn:dev:ops:key-check")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
+    assert _strong_key(crypto.X509.from_cryptography(certificate)) is strong
+    checked = _weakness(certificate, self_signed=False, strong_key=strong)
+    assert checked == _weakness(certificate, self_signed=False) == problem

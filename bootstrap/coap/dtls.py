@@ -543,10 +543,35 @@ class _ServerContext:
         self.context = ctx
 
 
-def _weakness(cert: x509.Certificate, *, self_signed: bool) -> str | None:
-    """What OpenSSL's security level 2 would have refused in a chain certificate, or ``None``."""
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
+#: NID_ED25519 and NID_ED448 (OpenSSL's obj_mac.h), which the binding does not export.
+_NID_ED25519, _NID_ED448 = 1087, 1088
+
+
+def _strong_key(cert: crypto.X509) -> bool:
+    """Whether the key passes :func:`_weakness`'s key checks, asked of the key OpenSSL has already
+    parsed. ``cryptography``'s ``public_key()`` would decode it once more, which on a device's
+    certificate costs about 1% of a journey. ``False`` means "look closer", not "weak"."""
+    pkey = _lib.X509_get_pubkey(cert._x509)
+    if pkey == _ffi.NULL:
+        return False
+    try:
+        kind, bits = _lib.EVP_PKEY_id(pkey), _lib.EVP_PKEY_bits(pkey)
+    finally:
+        _lib.EVP_PKEY_free(pkey)
+    if kind == _lib.EVP_PKEY_EC:
+        return bool(bits >= _MIN_EC_BITS)
+    if kind == _lib.EVP_PKEY_RSA:
+        return bool(bits >= _MIN_RSA_BITS)
+    return kind in (_NID_ED25519, _NID_ED448)
+
+
+def _weakness(cert: x509.Certificate, *, self_signed: bool, strong_key: bool = False) -> str | None:
+    """What OpenSSL's security level 2 would have refused in a chain certificate, or ``None``
+    (``strong_key``: the key is already known to pass, see :func:`_strong_key`)."""
+    key = None if strong_key else cert.public_key()
+    if key is None:
+        pass
+    elif isinstance(key, rsa.RSAPublicKey):
         if key.key_size < _MIN_RSA_BITS:
             return f"RSA key of {key.key_size} bits"
     elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -813,7 +838,7 @@ class DtlsServerEngine:
                 self._ca_verdicts[fingerprint] = problem
         else:
             certificate = cert.to_cryptography()
-            problem = _weakness(certificate, self_signed=self_signed)
+            problem = _weakness(certificate, self_signed=self_signed, strong_key=_strong_key(cert))
             if problem is None:
                 names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
                 if len(names) != 1 or not names[0].value:
