@@ -565,13 +565,9 @@ def _strong_key(cert: crypto.X509) -> bool:
     return kind in (_NID_ED25519, _NID_ED448)
 
 
-def _weakness(cert: x509.Certificate, *, self_signed: bool, strong_key: bool = False) -> str | None:
-    """What OpenSSL's security level 2 would have refused in a chain certificate, or ``None``
-    (``strong_key``: the key is already known to pass, see :func:`_strong_key`)."""
-    key = None if strong_key else cert.public_key()
-    if key is None:
-        pass
-    elif isinstance(key, rsa.RSAPublicKey):
+def _key_weakness(key: Any) -> str | None:
+    """What is wrong with a chain certificate's key at security level 2, or ``None``."""
+    if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < _MIN_RSA_BITS:
             return f"RSA key of {key.key_size} bits"
     elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -579,6 +575,15 @@ def _weakness(cert: x509.Certificate, *, self_signed: bool, strong_key: bool = F
             return f"EC key on {key.curve.name}"
     elif not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return f"unsupported key type {type(key).__name__}"
+    return None
+
+
+def _weakness(cert: x509.Certificate, *, self_signed: bool, strong_key: bool = False) -> str | None:
+    """What OpenSSL's security level 2 would have refused in a chain certificate, or ``None``
+    (``strong_key``: the key is already known to pass, see :func:`_strong_key`)."""
+    problem = None if strong_key else _key_weakness(cert.public_key())
+    if problem is not None:
+        return problem
     if self_signed:
         return None  # a trust anchor's self-signature carries no weight (RFC 5280 §6.1)
     digest = cert.signature_hash_algorithm
