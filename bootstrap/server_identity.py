@@ -104,6 +104,15 @@ def load_files(cert_file: Path, key_file: Path) -> ServerCredentials:
     return ServerCredentials(chain, key)
 
 
+async def stored_certificate(pool: asyncpg.Pool, names: tuple[str, ...]) -> bytes | None:
+    """The DER of the server certificate stored for ``names`` (what a running ``serve`` presents
+    unless it was given certificate files), or ``None`` if none was issued yet."""
+    der: bytes | None = await pool.fetchval(
+        "SELECT certificate FROM server_certificates WHERE hostname = $1", ",".join(names)
+    )
+    return der
+
+
 async def ensure_issued(pool: asyncpg.Pool, box: SecretBox, names: tuple[str, ...]) -> ServerCredentials:
     """The stored server certificate for ``names``, or a new one from the built-in CA."""
     label = ",".join(names)

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..config import ENVIRONMENT
 from .common import database_for, main, print_table, run_with_settings, storage_options, with_database
 
 if TYPE_CHECKING:
     import asyncpg
 
     from ..config import Settings
+    from ..server_identity import ServerCredentials
     from ..store.bootstrap_configs import BootstrapRecord
     from ..store.builtin_ca import ActiveBuiltinCa
     from ..store.database import Database
@@ -39,6 +41,36 @@ def ca_export(**values: Any) -> None:
     active = run_with_settings(values, body)
     for certificate in active.chain:
         click.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
+
+
+@ca.command("server-certificate")
+@storage_options
+@click.option(
+    "--server-names",
+    envvar=ENVIRONMENT["server_names"],
+    default="localhost",
+    show_default=True,
+    help="The names given to serve --server-names.",
+)
+def ca_server_certificate(**values: Any) -> None:
+    """Print the certificate serve presents in DTLS and TLS handshakes (PEM), issuing it if needed.
+
+    It is the one the built-in CA issued for --server-names, kept until 30 days before it expires,
+    so it can be given to devices before the server first runs. Devices pin it as the bootstrap
+    server's certificate (Security object /0/x/4 with certificate usage 3, the LwM2M default) or
+    verify it up to the root of `ca export` (usage 2). Not used when serve is given --tls-cert-file.
+    """
+
+    async def body(settings: Settings) -> ServerCredentials:
+        from ..server import open_secret_box
+        from ..server_identity import ensure_issued
+
+        box = open_secret_box(settings)
+        async with database_for(settings) as database:
+            return await ensure_issued(database.pool, box, settings.server_names)
+
+    credentials = run_with_settings(values, body)
+    click.echo(credentials.chain[0].public_bytes(Encoding.PEM).decode(), nl=False)
 
 
 @ca.command("rotate")
