@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from device_sim.fleet import FleetOptions, wait_until_accepted
 from device_sim.provisioning import register
 
+from . import server_identity
 from .bootstrap_plan import BootstrapConfig
 from .config import Settings
 from .store import bootstrap_configs, builtin_ca
@@ -63,6 +64,7 @@ def server_command(settings: Settings, coap_port: int, coaps_port: int | None) -
         "--coaps", f"127.0.0.1:{coaps_port}" if coaps_port else "off",
         "--coaps-tcp", "off",
         "--admin", "off",
+        "--server-names", ",".join(settings.server_names),
         "--log-format", "json",
         "--log-level", "warning",
         "--workers", str(settings.workers),
@@ -97,7 +99,11 @@ async def wait_until_ready(uri: str, process: subprocess.Popen[bytes], limit_s: 
 
 
 async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
-    """Register the factory CA (and PSKs) with the server's database; learn the server's CA."""
+    """Register the factory CA (and PSKs) with the server's database; learn the server's certificate.
+
+    The devices pin the running server's certificate, as LwM2M devices do by default (certificate
+    usage 3): they compare it with what the handshake presents instead of verifying its chain.
+    """
     assert options.factory is not None
     endpoints = (
         [f"{options.endpoint_prefix}-{i:07d}" for i in range(options.devices)] if options.psk else None
@@ -113,6 +119,9 @@ async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
         database_url=settings.database_url, data_dir=settings.data_dir, min_size=1, max_size=2
     )
     try:
+        pinned = await server_identity.stored_certificate(database.pool, settings.server_names)
+        if pinned is None:
+            raise RuntimeError(f"the server has no certificate for {','.join(settings.server_names)} yet")
         chain = await builtin_ca.active_chain(database.pool)
         if options.flow == "bootstrap" and await bootstrap_configs.effective(database.pool, "-") is None:
             # First run: give devices an LwM2M server account to bootstrap into. The demo has no
@@ -130,8 +139,7 @@ async def provision(settings: Settings, options: FleetOptions) -> FleetOptions:
             )
     finally:
         await database.close()
-    roots = tuple(c for c in chain if c.issuer == c.subject)
-    options = FleetOptions(**{**options.__dict__, "server_trust": roots})
+    options = FleetOptions(**{**options.__dict__, "server_certificate": pinned})
     await wait_until_accepted(options)
     return options
 

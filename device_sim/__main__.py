@@ -1,8 +1,10 @@
 """``python -m device_sim``: enroll a simulated fleet against a running server and print a summary.
 
 Over ``coaps://`` each device handshakes with factory credentials from the simulator's test
-manufacturer CA (``--factory-dir``), or with a PSK (``--psk``). With ``--data-dir`` or
-``--database-url`` (the server's storage) the simulator registers that CA, and the PSKs, itself.
+manufacturer CA (``--factory-dir``), or with a PSK (``--psk``), and checks the server's certificate
+against a pinned copy (``--server-certificate``) or its chain against CAs (``--server-ca``). With
+``--data-dir`` or ``--database-url`` (the server's storage) the simulator registers that CA, and
+the PSKs, itself.
 
 Load shapes: closed loop (default; ``--concurrency`` devices in flight) or open loop (``--rate R``
 device arrivals per second, Poisson by default or ``--arrival fixed``, at most ``--concurrency`` in
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import platformdirs
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 
 from bootstrap import event_loop
@@ -96,8 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         help="where the test manufacturer CA is kept (created on first use), with the device keys "
         "(keys-p256.pem) and the factory certificates issued so far (device-certificates.bin)",
     )
-    parser.add_argument(
-        "--server-ca", type=Path, default=None, help="PEM file of CAs to verify the server with"
+    server_auth = parser.add_mutually_exclusive_group()
+    server_auth.add_argument(
+        "--server-ca",
+        type=Path,
+        default=None,
+        help="PEM file of CAs to verify the server's chain with (LwM2M certificate usage 2)",
+    )
+    server_auth.add_argument(
+        "--server-certificate",
+        type=Path,
+        default=None,
+        help="the server's own certificate (PEM, first one in the file, or DER), pinned: LwM2M "
+        "certificate usage 3, the default when a device's Security object does not say "
+        "(lwm2m-bootstrap ca server-certificate prints it)",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="server data dir: register CA/PSKs there")
     parser.add_argument("--database-url", default=None, help="server database: register CA/PSKs there")
@@ -124,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         except PlotUnavailable as exc:
             print(f"python -m device_sim: {exc}", file=sys.stderr)
             return 2
+    try:
+        pinned = read_certificate_der(args.server_certificate) if args.server_certificate else b""
+    except (OSError, ValueError) as exc:
+        parser.error(f"--server-certificate: {exc}")
     console = Console()
     factory = FactoryCa.load_or_create(args.factory_dir) if args.server.startswith("coaps://") else None
     options = FleetOptions(
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         server_trust=tuple(x509.load_pem_x509_certificates(args.server_ca.read_bytes()))
         if args.server_ca
         else (),
+        server_certificate=pinned,
     )
     try:
         if factory is not None and (args.data_dir or args.database_url):
@@ -173,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         plot_timeline(report, args.plot, title=f"{args.flow} over {args.server}")
         console.print(f"plot written to {args.plot}")
     return 0 if report.failed == 0 else 1
+
+
+def read_certificate_der(path: Path) -> bytes:
+    """The DER of the certificate in ``path``: PEM (the first certificate) or DER; ``ValueError``
+    when it holds neither."""
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        certificates = x509.load_pem_x509_certificates(data)
+        return certificates[0].public_bytes(Encoding.DER)
+    return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)
 
 
 if __name__ == "__main__":

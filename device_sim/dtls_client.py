@@ -45,6 +45,7 @@ __all__ = [
     "DtlsClientError",
     "DtlsClientTransport",
     "PskCredentials",
+    "ServerNotPinned",
     "SessionOwner",
     "add_dtls_client_transport",
     "open_datagram_endpoint",
@@ -59,15 +60,26 @@ ECDHE_GROUPS = b"P-256"
 
 @dataclass(frozen=True, kw_only=True)
 class CertificateCredentials:
-    """A device certificate (leaf first, then intermediates) and its key.
+    """A device certificate (leaf first, then intermediates) and its key, and how the device
+    authenticates the server.
 
-    ``trusted_cas`` verifies the server; when empty the server is not verified
-    (acceptable for a load generator, never for a real device).
+    ``pinned_server_certificate`` (DER) is LwM2M Certificate Usage 3, "domain-issued certificate",
+    the default when resource 15 of the Security object is absent (OMA registry 0.xml; the usages
+    are DANE's, RFC 6698 §2.1.1): the server must present exactly this certificate, and no chain
+    is built or verified. Otherwise ``trusted_cas`` verifies the server's chain (usage 2, trust anchor
+    assertion). With neither, the server is not verified (acceptable for a load generator, never
+    for a real device).
     """
 
     certificate_chain: tuple[x509.Certificate, ...]
     private_key: ec.EllipticCurvePrivateKey
     trusted_cas: tuple[x509.Certificate, ...] = ()
+    pinned_server_certificate: bytes = b""
+
+    @property
+    def chain_trust(self) -> tuple[x509.Certificate, ...]:
+        """The trust anchors OpenSSL verifies the server's chain with (none when pinned)."""
+        return () if self.pinned_server_certificate else self.trusted_cas
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +95,10 @@ ClientCredentials = CertificateCredentials | PskCredentials
 
 class DtlsClientError(Exception):
     """The handshake failed or the connection broke."""
+
+
+class ServerNotPinned(DtlsClientError):
+    """The server presented a certificate other than the pinned one (certificate usage 3)."""
 
 
 class ClientContext:
@@ -125,13 +141,16 @@ class ClientContext:
                 for extra in credentials.certificate_chain[1:]:
                     ctx.add_extra_chain_cert(extra)
                 ctx.use_privatekey(credentials.private_key)
-            if credentials.trusted_cas:
+            if credentials.chain_trust:
                 store = ctx.get_cert_store()
                 assert store is not None
-                for ca in credentials.trusted_cas:
+                for ca in credentials.chain_trust:
                     store.add_cert(crypto.X509.from_cryptography(ca))
                 ctx.set_verify(SSL.VERIFY_PEER)
             else:
+                # Pinned or not verified: OpenSSL checks no chain. A pinned certificate is compared
+                # when the handshake completes (DtlsClientConnection); the ServerKeyExchange
+                # signature, which proves the server holds its key, is checked in either mode.
                 ctx.set_verify(SSL.VERIFY_NONE)
         else:
             fixed = None if per_connection else credentials
@@ -183,7 +202,7 @@ def shared_context(
     if isinstance(credentials, CertificateCredentials):
         if len(credentials.certificate_chain) > 1:
             return ClientContext(credentials, cipher_suites)
-        key: tuple[Any, ...] = ("x509", tuple(credentials.trusted_cas), tuple(cipher_suites or ()))
+        key: tuple[Any, ...] = ("x509", credentials.chain_trust, tuple(cipher_suites or ()))
     else:
         key = ("psk", tuple(cipher_suites or ()))
     context = _SHARED.get(key)
@@ -239,11 +258,16 @@ class DtlsClientConnection:
                     raise DtlsClientError("OpenSSL refused the device key")
             else:
                 self._conn.set_app_data(credentials)
+        self._pinned = (
+            credentials.pinned_server_certificate if isinstance(credentials, CertificateCredentials) else b""
+        )
         self._conn.set_ciphertext_mtu(max_datagram_size)
         self._conn.set_connect_state()
         self.handshake_complete = False
         self.closed = False
         self.error: str | None = None
+        self.failure: BaseException | None = None
+        """What ended the connection, when something did."""
         self.received: deque[bytes] = deque()
 
     @property
@@ -302,8 +326,13 @@ class DtlsClientConnection:
         self.closed = True
         return self._drain()
 
+    def _server_is_pinned(self) -> bool:
+        peer = self._conn.get_peer_certificate()
+        return peer is not None and crypto.dump_certificate(crypto.FILETYPE_ASN1, peer) == self._pinned
+
     def _fail(self, exc: BaseException) -> None:
         self.closed = True
+        self.failure = exc
         self.error = str(exc) or type(exc).__name__
 
     def _step(self) -> list[bytes]:
@@ -314,6 +343,14 @@ class DtlsClientConnection:
                 return self._drain()
             except SSL.Error as exc:
                 self._fail(exc)
+                return self._drain()
+            if self._pinned and not self._server_is_pinned():
+                # No application data has been sent under this session: end it with close_notify.
+                try:
+                    self._conn.shutdown()
+                except SSL.Error:
+                    pass
+                self._fail(ServerNotPinned("server certificate is not the pinned one (certificate usage 3)"))
                 return self._drain()
             self.handshake_complete = True
         while not self.closed:
@@ -527,7 +564,10 @@ class ClientSession(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
         if not self.ready.done():
-            self.ready.set_exception(DtlsClientError(reason))
+            failure = self.conn.failure
+            self.ready.set_exception(
+                failure if isinstance(failure, DtlsClientError) else DtlsClientError(reason)
+            )
         self.interface.session_ended(self, reason)
         if self.transport is not None:
             self.transport.close()

@@ -34,7 +34,7 @@ from bootstrap.coap.wire import WireMessage, code_from_dotted, dotted
 from .coap_link import RequestHandler
 from .connection import DeviceConnection
 from .device import PKCS7_CERTS_ONLY, SimDevice, VerificationError
-from .dtls_client import CertificateCredentials, ClientCredentials, PskCredentials
+from .dtls_client import CertificateCredentials, ClientCredentials, PskCredentials, ServerNotPinned
 from .keys import KeyPool
 from .provisioning import FactoryCa
 from .report import SHED_REASON, Completion, FleetReport
@@ -64,7 +64,11 @@ class FleetOptions:
     psk: bool = False
     """Over ``coaps://``: PSK mode instead of certificates."""
     server_trust: tuple[x509.Certificate, ...] = field(default=())
-    """CAs to verify the server with over DTLS certificate mode (empty: not verified)."""
+    """CAs to verify the server's chain with over DTLS certificate mode (LwM2M certificate usage 2)."""
+    server_certificate: bytes = b""
+    """The server's own certificate (DER), pinned: LwM2M certificate usage 3, the default when the
+    Security object does not say (see :class:`~device_sim.dtls_client.CertificateCredentials`).
+    Takes the place of ``server_trust``; with neither, the server is not verified."""
     lwm2m_format: int | None = 112
     """Content format the device prefers for bootstrap (``pct`` and the pack's Accept); ``None``
     behaves like an LwM2M 1.0 client (no ``pct``: TLV)."""
@@ -124,7 +128,10 @@ def device_credentials(device: SimDevice, options: FleetOptions) -> ClientCreden
         return PskCredentials(identity=identity.encode(), key=key)
     certificate = options.factory.device_certificate(device.endpoint, device.key.public_key())
     return CertificateCredentials(
-        certificate_chain=(certificate,), private_key=device.key, trusted_cas=options.server_trust
+        certificate_chain=(certificate,),
+        private_key=device.key,
+        trusted_cas=options.server_trust,
+        pinned_server_certificate=options.server_certificate,
     )
 
 
@@ -172,6 +179,8 @@ async def wait_until_accepted(options: FleetOptions, *, attempts: int = 50, paus
             connection = await connect(device, options)
             await EstClient(connection, options).ca_certificates()
             return
+        except ServerNotPinned:
+            raise  # the device refuses the server: waiting will not change that
         except Exception as exc:  # refused handshake, timeout: not yet
             last = exc
             await asyncio.sleep(pause_s)

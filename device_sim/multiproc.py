@@ -54,8 +54,7 @@ class SliceSpec:
     options: dict[str, Any]
     """:class:`FleetOptions` fields except ``factory`` and ``server_trust``."""
     factory: tuple[bytes, bytes, bytes, str | None] | None
-    """Manufacturer CA certificate and key (PEM), PSK seed, certificate cache file."""
-    """Manufacturer CA certificate (PEM), its key (PEM, PKCS#8) and PSK seed."""
+    """Manufacturer CA certificate and key (PEM, PKCS#8), PSK seed, certificate cache file."""
     server_trust: tuple[bytes, ...]
     """DER certificates."""
     lanes: int = 1

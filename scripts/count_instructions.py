@@ -44,8 +44,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from bootstrap import event_loop, logs
 from bootstrap.cli.common import settings_or_exit
 from bootstrap.loopback import LoopbackServer, provision
@@ -116,8 +114,8 @@ def simulator_instructions(
     ``python -m device_sim`` runs under callgrind twice, with a few devices and with ``devices``
     more; the difference divided by ``devices`` leaves out what both runs spend on starting up
     (imports, keys, the first handshake). Factory certificates are issued beforehand."""
-    trust = data_dir / "server-ca.pem"
-    trust.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in options.server_trust))
+    pinned = data_dir / "server-certificate.der"
+    pinned.write_bytes(options.server_certificate)
     few = max(2, devices // 5)
     counts = []
     for prefix, count in (("count-sim-few", few), ("count-sim-more", few + devices)):
@@ -134,7 +132,7 @@ def simulator_instructions(
             "--flow", "bootstrap",
             "--endpoint-prefix", prefix,
             "--factory-dir", str(factory_dir),
-            "--server-ca", str(trust),
+            "--server-certificate", str(pinned),
             "--timeout", str(options.timeout_s),
             "--no-progress",
         ]  # fmt: skip

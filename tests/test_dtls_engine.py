@@ -32,7 +32,12 @@ from bootstrap.coap.dtls import (
     split_into_datagrams,
 )
 from bootstrap.identity import DeviceIdentity
-from device_sim.dtls_client import CertificateCredentials, DtlsClientConnection, PskCredentials
+from device_sim.dtls_client import (
+    CertificateCredentials,
+    DtlsClientConnection,
+    DtlsClientError,
+    PskCredentials,
+)
 
 from .dtls_helpers import NOW, DtlsPki, Issued, StaticTrust, issue, make_ca, make_test_pki
 
@@ -648,6 +653,62 @@ def test_devices_sharing_one_client_context_keep_their_own_identities(pki: DtlsP
         h.exchange(client)
         assert client.handshake_complete, (client.error, h.rec.closed)
         assert h.rec.established[-1].identity.name == identity.decode()  # type: ignore[union-attr]
+
+
+def _pinning_client(pki: DtlsPki, pinned: x509.Certificate, **trust: Any) -> DtlsClientConnection:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from device_sim.dtls_client import shared_context
+
+    credentials = CertificateCredentials(
+        certificate_chain=(pki.device.certificate,),
+        private_key=pki.device.key,
+        pinned_server_certificate=pinned.public_bytes(Encoding.DER),
+        **trust,
+    )
+    return DtlsClientConnection(credentials, context=shared_context(credentials))
+
+
+def test_a_device_pinning_the_server_certificate_needs_no_chain(pki: DtlsPki) -> None:
+    """Certificate usage 3: the server's certificate is compared with the pinned copy; its chain is
+    not verified, so trust anchors that would reject it do not matter."""
+    h = make_harness(pki)
+    client = _pinning_client(pki, pki.server.certificate, trusted_cas=(pki.rogue_ca.certificate,))
+    h.exchange(client)
+    assert client.handshake_complete, (client.error, h.rec.closed)
+    h.engine.datagram_received(client.send(b"hello")[0], PEER, T0)
+    assert [data for _, data in h.rec.data] == [b"hello"]
+
+
+def test_a_device_pinning_another_certificate_ends_the_session(pki: DtlsPki) -> None:
+    """The same CA's other certificate is not the pinned one: no application data, close_notify."""
+    h = make_harness(pki)
+    other = issue(pki.server_ca, "other.example", server=True)
+    client = _pinning_client(pki, other.certificate, trusted_cas=(pki.server_ca.certificate,))
+    h.exchange(client)
+    assert not client.handshake_complete and client.closed
+    assert client.error is not None and "not the pinned one" in client.error
+    with pytest.raises(DtlsClientError):
+        client.send(b"hello")
+    assert h.rec.data == []
+    assert [reason for _, reason in h.rec.closed] == ["close_notify from peer"]
+
+
+def test_pinning_devices_share_a_context_without_a_trust_store(pki: DtlsPki) -> None:
+    """Pinned or not verified, OpenSSL checks no chain: one shared context for both, another for
+    devices that verify the chain."""
+    from device_sim.dtls_client import shared_context
+
+    def credentials(**trust: Any) -> CertificateCredentials:
+        return CertificateCredentials(
+            certificate_chain=(pki.device.certificate,), private_key=pki.device.key, **trust
+        )
+
+    pinned = credentials(pinned_server_certificate=b"\x30\x00", trusted_cas=(pki.server_ca.certificate,))
+    unverified = credentials()
+    verifying = credentials(trusted_cas=(pki.server_ca.certificate,))
+    assert shared_context(pinned) is shared_context(unverified)
+    assert shared_context(pinned) is not shared_context(verifying)
 
 
 @pytest.mark.parametrize(
