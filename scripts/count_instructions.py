@@ -15,10 +15,11 @@ each phase, the counters are zeroed (``callgrind_control --zero``) before it and
 * ``est``: enrollments (``sen``) over already established DTLS sessions, built-in CA;
 * ``journey``: the whole journey of a device (DTLS handshake with its factory certificate,
   bootstrap, EST), devices one after the other at ``--concurrency``;
-* ``simulator``: the same journey on the device's side. ``python -m device_sim`` runs under
-  callgrind twice against the server, with a few devices and with ``--simulator-devices`` more;
-  the difference, divided, is what one more device costs the simulator. Server and simulator
-  share the machine's cores in ``lwm2m-bootstrap bench``, so both bound its devices per second.
+* ``simulator``: the same journey on the device's side, the devices pinning the server's
+  certificate as in the bench. ``python -m device_sim`` runs under callgrind twice against the
+  server, with a few devices and with ``--simulator-devices`` more; the difference, divided, is
+  what one more device costs the simulator. Server and simulator share the machine's cores in
+  ``lwm2m-bootstrap bench``, so both bound its devices per second.
 
 Counts include the event loop, the DTLS records, the database writes and the ECDSA operations:
 ``ec_share`` is the part spent in OpenSSL's P-256 arithmetic, the floor no Python change moves.

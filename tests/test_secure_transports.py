@@ -524,14 +524,17 @@ async def test_est_over_dtls_in_small_block2_slices_takes_the_direct_lane(
 
 
 async def test_devices_pin_the_certificate_ca_server_certificate_prints(
-    server: BootstrapServer, database_url: str, master_key_b64: str, tmp_path: Path, unique: str
+    database_url: str, master_key_b64: str, tmp_path: Path, unique: str
 ) -> None:
-    """``ca server-certificate`` prints what the server presents: simulated devices that pin it
-    (LwM2M certificate usage 3) enroll; devices that pin another certificate stop after the
-    handshake, before sending anything."""
+    """``ca server-certificate`` issues the server's certificate before the server first runs, and
+    the server then presents it: simulated devices that pin it (LwM2M certificate usage 3) enroll;
+    devices that pin another certificate stop after the handshake, before sending anything."""
     import json
     import sys
 
+    from .conftest import make_settings
+
+    name = f"bs-{unique}.example"
     env = {
         **os.environ,
         "LWM2M_BOOTSTRAP_MASTER_KEY": master_key_b64,
@@ -547,11 +550,13 @@ async def test_devices_pin_the_certificate_ca_server_certificate_prints(
         output, _ = await asyncio.wait_for(process.communicate(), 120)
         return process.returncode or 0, output.decode()
 
-    code, printed = await run("bootstrap", "ca", "server-certificate", "--data-dir", str(tmp_path))
+    command = ("bootstrap", "ca", "server-certificate", "--data-dir", str(tmp_path), "--server-names", name)
+    code, printed = await run(*command)
     assert code == 0 and printed.count("BEGIN CERTIFICATE") == 1, printed
     assert x509.load_pem_x509_certificate(printed.encode()).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
-    ).value.get_values_for_type(x509.DNSName) == ["localhost"]
+    ).value.get_values_for_type(x509.DNSName) == [name]
+    assert (await run(*command))[1] == printed  # kept, not issued again
     pinned = tmp_path / "server.pem"
     pinned.write_text(printed)
     code, exported = await run("bootstrap", "ca", "export", "--data-dir", str(tmp_path))
@@ -561,33 +566,41 @@ async def test_devices_pin_the_certificate_ca_server_certificate_prints(
         x509.load_pem_x509_certificates(exported.encode())[0].public_bytes(serialization.Encoding.DER)
     )
 
-    results = {}
-    for name, path in (("right", pinned), ("wrong", other)):
-        report = tmp_path / f"{name}.json"
-        results[name] = await run(
-            "device_sim", "--server", coaps_uri(server), "--devices", "4", "--concurrency", "4",
-            "--flow", "est", "--endpoint-prefix", f"pin-{name}-{unique}",
-            "--factory-dir", str(tmp_path / "factory"), "--database-url", database_url,
-            "--server-certificate", str(path), "--json", str(report), "--no-progress",
-        )  # fmt: skip
-    code, output = results["right"]
-    assert code == 0 and json.loads((tmp_path / "right.json").read_text())["succeeded"] == 4, output
-    # The fleet checks it can reach the server before it starts: a wrong pin stops it there.
-    code, output = results["wrong"]
-    assert code == 2 and "ServerNotPinned" in output and "not the pinned one" in output, output
-    assert not (tmp_path / "wrong.json").exists()
+    settings = make_settings(
+        database_url, master_key_b64, tmp_path, server_names=(name,), coap_bind=None, admin_bind=None
+    )
+    server = BootstrapServer(settings)
+    await server.start()
+    try:
+        results = {}
+        for case, path in (("right", pinned), ("wrong", other)):
+            report = tmp_path / f"{case}.json"
+            results[case] = await run(
+                "device_sim", "--server", coaps_uri(server), "--devices", "4", "--concurrency", "4",
+                "--flow", "est", "--endpoint-prefix", f"pin-{case}-{unique}",
+                "--factory-dir", str(tmp_path / "factory"), "--database-url", database_url,
+                "--server-certificate", str(path), "--json", str(report), "--no-progress",
+            )  # fmt: skip
+        code, output = results["right"]
+        assert code == 0 and json.loads((tmp_path / "right.json").read_text())["succeeded"] == 4, output
+        # The fleet checks it can reach the server before it starts: a wrong pin stops it there.
+        code, output = results["wrong"]
+        assert code == 2 and "ServerNotPinned" in output and "not the pinned one" in output, output
+        assert not (tmp_path / "wrong.json").exists()
 
-    code, output = await run(
-        "device_sim", "--server", coaps_uri(server), "--server-certificate", str(tmp_path / "missing.pem")
-    )
-    assert code == 2 and "--server-certificate" in output and "Traceback" not in output
-    code, output = await run(
-        "device_sim",
-        "--server",
-        coaps_uri(server),
-        "--server-certificate",
-        str(pinned),
-        "--server-ca",
-        str(pinned),
-    )
-    assert code == 2 and "not allowed with" in output
+        code, output = await run(
+            "device_sim", "--server", coaps_uri(server), "--server-certificate", str(tmp_path / "missing.pem")
+        )
+        assert code == 2 and "--server-certificate" in output and "Traceback" not in output
+        code, output = await run(
+            "device_sim",
+            "--server",
+            coaps_uri(server),
+            "--server-certificate",
+            str(pinned),
+            "--server-ca",
+            str(pinned),
+        )
+        assert code == 2 and "not allowed with" in output
+    finally:
+        await server.stop(drain_seconds=1)

@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING, Any
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..config import ENVIRONMENT
-from .common import database_for, main, print_table, run_with_settings, storage_options, with_database
+from .common import (
+    database_for,
+    main,
+    print_table,
+    run_with_settings,
+    server_names_option,
+    storage_options,
+    with_database,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,20 +52,16 @@ def ca_export(**values: Any) -> None:
 
 @ca.command("server-certificate")
 @storage_options
-@click.option(
-    "--server-names",
-    envvar=ENVIRONMENT["server_names"],
-    default="localhost",
-    show_default=True,
-    help="The names given to serve --server-names.",
-)
+@server_names_option
 def ca_server_certificate(**values: Any) -> None:
     """Print the certificate serve presents in DTLS and TLS handshakes (PEM), issuing it if needed.
 
-    It is the one the built-in CA issued for --server-names, kept until 30 days before it expires,
-    so it can be given to devices before the server first runs. Devices pin it as the bootstrap
-    server's certificate (Security object /0/x/4 with certificate usage 3, the LwM2M default) or
-    verify it up to the root of `ca export` (usage 2). Not used when serve is given --tls-cert-file.
+    It is the one the built-in CA issued for --server-names (give the same names as to serve),
+    kept until 30 days before it expires, so it can be given to devices before the server first
+    runs. Devices pin it as the bootstrap server's certificate (Security object /0/x/4 with
+    certificate usage 3, the LwM2M default) or verify it up to the root of `ca export` (usage 2).
+    After `ca rotate` this prints the certificate of the new intermediate, which running servers
+    present from their next start. Not used when serve is given --tls-cert-file.
     """
 
     async def body(settings: Settings) -> ServerCredentials:

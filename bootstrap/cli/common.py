@@ -36,6 +36,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
+#: ``--server-names``, for ``serve`` and for ``ca server-certificate``, which must agree.
+server_names_option = click.option(
+    "--server-names",
+    envvar=ENVIRONMENT["server_names"],
+    default="localhost",
+    show_default=True,
+    help="Comma-separated DNS names/IPs for the server certificate the built-in CA issues.",
+)
+
+
 def storage_options(func: F) -> F:
     """``--data-dir``, ``--database-url``, ``--master-key-file`` and logging options."""
     options = [

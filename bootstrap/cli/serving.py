@@ -18,7 +18,7 @@ from ..config import (
     default_data_dir,
 )
 from ..errors import ConfigError
-from .common import main, run_async, settings_or_exit, storage_options
+from .common import main, run_async, server_names_option, settings_or_exit, storage_options
 
 
 @main.command()
@@ -44,13 +44,7 @@ from .common import main, run_async, settings_or_exit, storage_options
     show_default=True,
     help="CoAP over TLS (RFC 8323) listener HOST:PORT with client certificates, or 'off'.",
 )
-@click.option(
-    "--server-names",
-    envvar=ENVIRONMENT["server_names"],
-    default="localhost",
-    show_default=True,
-    help="Comma-separated DNS names/IPs for the server certificate the built-in CA issues.",
-)
+@server_names_option
 @click.option(
     "--tls-cert-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
