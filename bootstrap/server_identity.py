@@ -114,32 +114,39 @@ async def stored_certificate(pool: asyncpg.Pool, names: tuple[str, ...]) -> byte
 
 
 async def ensure_issued(pool: asyncpg.Pool, box: SecretBox, names: tuple[str, ...]) -> ServerCredentials:
-    """The stored server certificate for ``names``, or a new one from the built-in CA."""
+    """The stored server certificate for ``names``, or a new one from the built-in CA.
+
+    Callers for the same names take turns (a transaction-scoped advisory lock): the workers of
+    ``serve --workers N`` start together, and each issuing its own certificate would leave them
+    presenting different ones, which devices that pin the certificate refuse.
+    """
     label = ",".join(names)
     context = f"server_certificates:{label}:private_key"
     ca = await builtin_store.ensure(pool, box)
     issuing = ca.chain[0]
     now = dt.datetime.now(dt.UTC)
-    row = await pool.fetchrow(
-        "SELECT certificate, private_key, not_after FROM server_certificates WHERE hostname = $1", label
-    )
-    if row is not None and row["not_after"] - now > RENEW_BEFORE:
-        certificate = x509.load_der_x509_certificate(row["certificate"])
-        if certificate.issuer == issuing.subject:
-            key = serialization.load_pem_private_key(
-                box.open(row["private_key"], context=context), password=None
-            )
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return ServerCredentials((certificate, issuing), key)
-    certificate, key = issue_server_certificate(names, ca.issuing_key, issuing, now)
-    await pool.execute(
-        """INSERT INTO server_certificates (hostname, certificate, private_key, not_after)
-           VALUES ($1, $2, $3, $4)
-           ON CONFLICT (hostname) DO UPDATE SET certificate = excluded.certificate,
-               private_key = excluded.private_key, not_after = excluded.not_after, created_at = now()""",
-        label,
-        certificate.public_bytes(serialization.Encoding.DER),
-        box.seal(key_pem(key), context=context),
-        certificate.not_valid_after_utc,
-    )
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", context)
+        row = await connection.fetchrow(
+            "SELECT certificate, private_key, not_after FROM server_certificates WHERE hostname = $1", label
+        )
+        if row is not None and row["not_after"] - now > RENEW_BEFORE:
+            certificate = x509.load_der_x509_certificate(row["certificate"])
+            if certificate.issuer == issuing.subject:
+                key = serialization.load_pem_private_key(
+                    box.open(row["private_key"], context=context), password=None
+                )
+                assert isinstance(key, ec.EllipticCurvePrivateKey)
+                return ServerCredentials((certificate, issuing), key)
+        certificate, key = issue_server_certificate(names, ca.issuing_key, issuing, now)
+        await connection.execute(
+            """INSERT INTO server_certificates (hostname, certificate, private_key, not_after)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (hostname) DO UPDATE SET certificate = excluded.certificate,
+                   private_key = excluded.private_key, not_after = excluded.not_after, created_at = now()""",
+            label,
+            certificate.public_bytes(serialization.Encoding.DER),
+            box.seal(key_pem(key), context=context),
+            certificate.not_valid_after_utc,
+        )
     return ServerCredentials((certificate, issuing), key)
