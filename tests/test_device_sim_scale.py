@@ -263,6 +263,7 @@ def test_plan_slices_gives_disjoint_ranges_and_shares(factory: object) -> None:
         first_index=100,
         factory=factory,
         server_trust=(factory.certificate,),
+        server_certificate=b"pinned DER",
     )
     specs = plan_slices(options, 3)
     built = [pickle.loads(pickle.dumps(spec)).build() for spec in specs]  # what a spawned child gets
@@ -275,6 +276,7 @@ def test_plan_slices_gives_disjoint_ranges_and_shares(factory: object) -> None:
     assert not any(o.progress for o in built)
     assert all(o.factory is not None and o.factory.certificate == factory.certificate for o in built)
     assert all(o.server_trust == (factory.certificate,) for o in built)
+    assert all(o.server_certificate == b"pinned DER" for o in built)
     # The lanes deal out the single-process schedule round-robin: together they replay it exactly.
     lanes = [spec.arrivals() or [] for spec in specs]
     assert [len(lane) for lane in lanes] == [o.devices for o in built]
