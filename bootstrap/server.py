@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import os
 import signal
 from typing import Any
@@ -25,6 +24,7 @@ from .coap.tls_transport import start_tls_server
 from .config import Settings
 from .device_trust import DeviceTrust
 from .enrollment import Enroller
+from .gc_tuning import settle_garbage_collector
 from .issuer_directory import IssuerDirectory
 from .issuer_service import IssuerService
 from .policy import EnrollmentPolicy
@@ -108,6 +108,15 @@ class BootstrapServer:
         est_endpoint = EstEndpoint(self.enroller, identify)
         bootstrap_endpoint = BootstrapEndpoint(self.bootstrapper, identify, lambda: self.coap)
         site = build_site(est_endpoint, bootstrap_endpoint)
+        # The server's certificate before any listener: once anything answers, the certificate
+        # the secure listeners will present is the one stored (what devices that pin it hold).
+        credentials = None
+        if settings.coaps_bind is not None or settings.coaps_tcp_bind is not None:
+            credentials = (
+                load_files(settings.tls_cert_file, settings.tls_key_file)
+                if settings.tls_cert_file is not None and settings.tls_key_file is not None
+                else await ensure_issued(pool, box, settings.server_names)
+            )
         if settings.coap_bind is not None:
             self.coap = await Context.create_server_context(
                 site, bind=settings.coap_bind, transports=["udp6"]
@@ -117,12 +126,7 @@ class BootstrapServer:
             # Not create_server_context(transports=[]): aiocoap takes an empty list as "the defaults"
             # and would listen on 5683. A bare context gets only the secure transports added below.
             self.coap = Context(loop=asyncio.get_running_loop(), serversite=site)
-        if settings.coaps_bind is not None or settings.coaps_tcp_bind is not None:
-            credentials = (
-                load_files(settings.tls_cert_file, settings.tls_key_file)
-                if settings.tls_cert_file is not None and settings.tls_key_file is not None
-                else await ensure_issued(pool, box, settings.server_names)
-            )
+        if credentials is not None:
             if settings.coaps_bind is not None:
                 self.dtls = await start_dtls_server(
                     self.coap,
@@ -217,17 +221,6 @@ class BootstrapServer:
             await self.database.close()
             self.database = None
         log.info("stopped")
-
-
-def settle_garbage_collector() -> None:
-    """Tune the cyclic garbage collector for a server process that has finished starting."""
-    # What exists now (modules, the CA, caches, the bound transports) lives as long as the
-    # process: keep the cyclic garbage collector from scanning it again at every collection,
-    # and collect less often (a device's journey allocates thousands of container objects; the
-    # default threshold of 700 ran a collection every few datagrams). Measured with the demo:
-    # collection time fell from about 3.5% of the server's CPU to about 1.3%.
-    gc.freeze()
-    gc.set_threshold(5000, 20, 20)
 
 
 async def serve_forever(settings: Settings) -> None:
