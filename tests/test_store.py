@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -11,8 +12,9 @@ import asyncpg
 import pytest
 
 from bootstrap.secretbox import SecretBox
-from bootstrap.store import builtin_ca
+from bootstrap.store import bootstrap_configs, builtin_ca
 from bootstrap.store.audit import AuditWriter, IssuedCertificate
+from bootstrap.store.group_commit import GroupCommitWriter
 from bootstrap.store.migrations import available, migrate
 
 
@@ -82,6 +84,48 @@ async def test_audit_writer_group_commits(pool: asyncpg.Pool, unique: str) -> No
     assert writer.rows == 200
     assert writer.batches < 200 / 4, f"expected group commits, got {writer.batches} batches"
     await writer.aclose()
+
+
+async def test_batched_rows_read_back_field_by_field(pool: asyncpg.Pool, unique: str) -> None:
+    """Both group-commit tables get every value in its own column, NULLs included, whatever the
+    batch size (the writers send rows by COPY, where a column list in the wrong order would put
+    values in the wrong columns without an error when their types agree)."""
+    endpoint = f"fields-{unique}"
+    audit_rows = [_row(endpoint, n) for n in range(7)]
+    audit_rows[3] = dataclasses.replace(audit_rows[3], issuer_id="issuer-3")
+    writer = AuditWriter(pool)
+    writer.start()
+    await asyncio.gather(*(writer.record(row) for row in audit_rows))
+    await writer.aclose()
+    stored = await pool.fetch(
+        """SELECT serial_number, endpoint, service_reference, issuer_id, issuer_name, issuer_type,
+                  fingerprint_sha256, subject, not_before, not_after, certificate, request_id
+             FROM issued_certificates WHERE endpoint = $1 ORDER BY request_id""",
+        endpoint,
+    )
+    # The SELECT names the columns in the order of IssuedCertificate's fields.
+    expected = sorted(audit_rows, key=lambda row: row.request_id)
+    assert [tuple(record) for record in stored] == [dataclasses.astuple(row) for row in expected]
+
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    records = [
+        bootstrap_configs.BootstrapRecord(
+            endpoint=endpoint,
+            method="request" if n % 2 else "pack",
+            transport="coaps",
+            started_at=started + dt.timedelta(seconds=n),
+            ended_at=started + dt.timedelta(seconds=n, milliseconds=250),
+            outcome="failed" if n == 2 else "success",
+            reason="device did not answer" if n == 2 else None,
+            security_mode=None if n == 2 else "certificate",
+        )
+        for n in range(5)
+    ]
+    sessions = GroupCommitWriter(pool, bootstrap_configs.insert_records, name=f"records-{unique}")
+    sessions.start()
+    await asyncio.gather(*(sessions.record(record) for record in records))
+    await sessions.aclose()
+    assert await bootstrap_configs.recent(pool, endpoint=endpoint) == records[::-1]
 
 
 async def test_audit_failure_reaches_every_waiter(pool: asyncpg.Pool, unique: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 from dataclasses import dataclass
 
 import asyncpg
@@ -70,32 +71,22 @@ class IssuedCertificate:
         )
 
 
-_INSERT = """
-INSERT INTO issued_certificates
-    (serial_number, endpoint, service_reference, issuer_id, issuer_name, issuer_type,
-     fingerprint_sha256, subject, not_before, not_after, certificate, request_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::bytea[], $12::text[])
-"""
+#: Audit columns in the order :func:`insert_issued` sends them, and the attributes they come from.
+_COLUMNS = (
+    "serial_number", "endpoint", "service_reference", "issuer_id", "issuer_name", "issuer_type",
+    "fingerprint_sha256", "subject", "not_before", "not_after", "certificate", "request_id",
+)  # fmt: skip
+_VALUES = operator.attrgetter(*(name if name != "certificate" else "certificate_der" for name in _COLUMNS))
 
 
 async def insert_issued(conn: Queryable, rows: list[IssuedCertificate]) -> None:
-    """One INSERT for ``rows`` (an array per column, unnested)."""
-    columns = (
-        [r.serial_number for r in rows],
-        [r.endpoint for r in rows],
-        [r.service_reference for r in rows],
-        [r.issuer_id for r in rows],
-        [r.issuer_name for r in rows],
-        [r.issuer_type for r in rows],
-        [r.fingerprint_sha256 for r in rows],
-        [r.subject for r in rows],
-        [r.not_before for r in rows],
-        [r.not_after for r in rows],
-        [r.certificate_der for r in rows],
-        [r.request_id for r in rows],
-    )
-    await conn.execute(_INSERT, *columns)
+    """Append ``rows`` in one binary ``COPY`` (one statement, so all or none of them).
+
+    COPY costs the client about half the CPU per row of an INSERT of unnested arrays once a
+    batch holds a few rows: asyncpg's array encoder asks of every element whether it is itself
+    an array, two ``isinstance`` checks against ``collections.abc`` classes per text value, where
+    COPY encodes each value with its column's codec and nothing else."""
+    await conn.copy_records_to_table("issued_certificates", columns=_COLUMNS, records=map(_VALUES, rows))
 
 
 async def record_one(conn: Queryable, row: IssuedCertificate) -> None:

@@ -4,6 +4,7 @@ for the LwM2M server, and the record of every bootstrap."""
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import uuid
 from dataclasses import dataclass
 
@@ -157,21 +158,18 @@ class BootstrapRecord:
     security_mode: str | None
 
 
+#: ``bootstrap_sessions`` columns, named as :class:`BootstrapRecord`'s fields, in COPY order.
+_RECORD_COLUMNS = (
+    "endpoint", "method", "transport", "started_at", "ended_at", "outcome", "reason", "security_mode",
+)  # fmt: skip
+_RECORD_VALUES = operator.attrgetter(*_RECORD_COLUMNS)
+
+
 async def insert_records(conn: Queryable, entries: list[BootstrapRecord]) -> None:
-    """Append bootstrap outcomes in one INSERT (used through a group-commit writer)."""
-    await conn.execute(
-        """INSERT INTO bootstrap_sessions
-               (endpoint, method, transport, started_at, ended_at, outcome, reason, security_mode)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                                $6::text[], $7::text[], $8::text[])""",
-        [e.endpoint for e in entries],
-        [e.method for e in entries],
-        [e.transport for e in entries],
-        [e.started_at for e in entries],
-        [e.ended_at for e in entries],
-        [e.outcome for e in entries],
-        [e.reason for e in entries],
-        [e.security_mode for e in entries],
+    """Append bootstrap outcomes in one binary ``COPY`` (used through a group-commit writer; see
+    :func:`bootstrap.store.audit.insert_issued` for why COPY rather than an INSERT)."""
+    await conn.copy_records_to_table(
+        "bootstrap_sessions", columns=_RECORD_COLUMNS, records=map(_RECORD_VALUES, entries)
     )
 
 

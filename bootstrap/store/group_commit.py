@@ -1,4 +1,4 @@
-"""Group commits: rows that arrive together share one INSERT (one round trip, one WAL flush).
+"""Group commits: rows that arrive together share one statement (one transaction, one WAL flush).
 
 Callers await :meth:`GroupCommitWriter.record`, which returns only once their row is durable (or
 raises if the batch failed). While a batch is being written, new rows queue up for the next one, so
