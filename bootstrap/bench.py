@@ -20,6 +20,10 @@ What is measured (keys of the JSON report):
   ``journey_concurrency`` devices in flight (100 by default, ``--journey-concurrency``).
   ``journey_simulator_cpu_ms_per_device`` is what the simulator spent on the same devices: server
   and simulator share the machine's cores, so the two together bound ``journey_devices_per_s``.
+* ``est_postgres_cpu_ms_per_cert``, ``journey_postgres_cpu_ms_per_device``: what the embedded
+  Postgres spent on the same certificates and devices (audit rows, bootstrap records, lookups);
+  it shares the cores too. Absent with an external database (``--database-url``), whose CPU this
+  machine may not see.
 
 Server CPU is read from ``/proc`` for the server process and its workers, apart from the
 simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
@@ -342,6 +346,11 @@ async def until_quiet(server: LoopbackServer, *, limit_s: float = 10.0) -> None:
             return
 
 
+def _used_since(before: float | None, after: float | None) -> float | None:
+    """CPU seconds between two readings of a meter that may not apply (``None``)."""
+    return None if before is None or after is None else after - before
+
+
 def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dict[str, Any]:
     """Start a loopback server and measure handshakes, EST, idle sessions and the journey."""
     results: dict[str, Any] = {}
@@ -403,13 +412,19 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             console.print(f"  EST over {plan.est_sessions} established sessions, {count} certificates ...")
             options = FleetOptions(**{**base.__dict__, "endpoint_prefix": "bench-est"})
             opened = await open_sessions(options, plan.est_sessions)
+            postgres_before = server.postgres_cpu_seconds()
             report, used = await enroll_repeatedly(
                 opened, options, plan.est_per_session, cpu_meter=server.cpu_seconds
             )
+            postgres_used = _used_since(postgres_before, server.postgres_cpu_seconds())
             await opened.close()
             await until_quiet(server)
             results["est_certs_per_s"] = round(report.per_second, 1)
             results["est_cpu_ms_per_cert"] = round(used * 1000 / max(1, report.succeeded), 3)
+            if postgres_used is not None:
+                results["est_postgres_cpu_ms_per_cert"] = round(
+                    postgres_used * 1000 / max(1, report.succeeded), 3
+                )
             results["est_p50_ms"] = report.as_dict()["p50_ms"]
             results["est_p99_ms"] = report.as_dict()["p99_ms"]
             results["est_failed"] = report.failed
@@ -425,9 +440,10 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             }
         )
         prepare_certificates(options)  # the factory's work, not the devices'
-        before = server.cpu_seconds()
+        before, postgres_before = server.cpu_seconds(), server.postgres_cpu_seconds()
         report = event_loop.run(run_fleet_processes(options, plan.journey_processes))
         used = server.cpu_seconds() - before
+        postgres_used = _used_since(postgres_before, server.postgres_cpu_seconds())
         summary = report.as_dict()
         results["journey_simulator_processes"] = plan.journey_processes
         results["journey_concurrency"] = plan.journey_concurrency
@@ -436,6 +452,10 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
         results["journey_p99_ms"] = summary["p99_ms"]
         results["journey_cpu_ms_per_device"] = round(used * 1000 / max(1, report.succeeded), 3)
         results["journey_simulator_cpu_ms_per_device"] = summary["simulator_cpu_ms_per_device"]
+        if postgres_used is not None:
+            results["journey_postgres_cpu_ms_per_device"] = round(
+                postgres_used * 1000 / max(1, report.succeeded), 3
+            )
         results["journey_failed"] = report.failed
     finally:
         server.stop()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import psutil
 from aiocoap import Code, Context, Message
@@ -51,6 +52,30 @@ def server_cpu_seconds(process: psutil.Process) -> float:
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
+    return total
+
+
+def postgres_cpu_seconds(pgdata: Path) -> float | None:
+    """User + system CPU of the Postgres server running in ``pgdata``: the postmaster, its live
+    processes and those it has reaped; ``None`` when none runs there (an external database).
+
+    A backend that exits between two readings moves from the live processes to the reaped ones,
+    so the difference of two readings counts it once."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        if "postgres" not in postmaster.name():
+            return None  # a stale pid file whose number was reused
+        times = postmaster.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in postmaster.children(recursive=True):
+            try:
+                times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # exited after the listing: it is counted in children_* next time
+            total += times.user + times.system
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
     return total
 
 
@@ -188,6 +213,12 @@ class LoopbackServer:
         """CPU the server (and its workers) used so far."""
         assert self.process is not None
         return server_cpu_seconds(psutil.Process(self.process.pid))
+
+    def postgres_cpu_seconds(self) -> float | None:
+        """CPU the embedded Postgres used so far (``None`` with an external database)."""
+        if self.settings.database_url:
+            return None
+        return postgres_cpu_seconds(self.settings.data_dir / "postgres")
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process and its workers."""
