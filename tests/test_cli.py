@@ -196,6 +196,24 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
     assert data["journey_simulator_processes"] == 2
 
 
+def test_group_commit_cost_script(tmp_path: Path) -> None:
+    """scripts/group_commit_cost.py writes audit rows both ways into its own embedded Postgres and
+    reports CPU and wall time per row for each batch size."""
+    report = tmp_path / "group-commit.json"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "group_commit_cost.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--rows", "12", "--batch", "1", "--batch", "4", "--rounds", "1",
+         "--json", str(report)],
+        capture_output=True, text=True, timeout=300, env=embedded_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(report.read_text())
+    assert sorted(data) == ["1", "4"]
+    for figures in data.values():
+        for method in ("copy", "unnest_insert"):
+            assert figures[method]["cpu_us_per_row"] > 0 and figures[method]["wall_us_per_row"] > 0
+
+
 def test_instruction_counts_under_callgrind(tmp_path: Path) -> None:
     """scripts/count_instructions.py runs the server under callgrind and counts its instructions per
     certificate and per journey, most of a certificate's in the two ECDSA operations; then the
