@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from ca_backends import BackendError, BackendRejected, BackendUnavailable
 
-from . import metrics
+from . import log_context, metrics
 from . import policy as policy_core
 from .errors import BootstrapError, ServiceUnavailable
 from .issuer_directory import IssuerDirectory
@@ -180,7 +180,7 @@ class Enroller:
                 endpoint=request.common_name,
             )
         issuer = await self.issuers.resolve(service)
-        structlog.contextvars.bind_contextvars(issuer=issuer.name, endpoint=request.common_name)
+        log_context.bind(issuer=issuer.name, endpoint=request.common_name)
         started = time.perf_counter()
         try:
             result = await issuer.backend.sign(request)

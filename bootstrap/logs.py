@@ -1,6 +1,6 @@
 """structlog set-up: JSON lines in production, readable lines on a terminal.
 
-Request context (endpoint, issuer, request id) is bound with ``structlog.contextvars`` by the
+Request context (endpoint, issuer, request id) is bound with :mod:`bootstrap.log_context` by the
 adapters, so every line of a request carries it.
 """
 
@@ -11,13 +11,15 @@ import sys
 
 import structlog
 
+from . import log_context
+
 
 def configure(log_format: str = "auto", level: str = "info") -> None:
     """Configure structlog and the standard library root logger once per process."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     numeric = logging.getLevelName(level.upper())
     processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        log_context.merge,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

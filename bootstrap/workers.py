@@ -24,7 +24,7 @@ from types import FrameType
 
 import structlog
 
-from . import event_loop, logs
+from . import event_loop, log_context, logs
 from .config import Settings
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ def _worker_main(settings: Settings, index: int) -> None:
     from .server import serve_forever
 
     logs.configure(settings.log_format, settings.log_level)
-    structlog.contextvars.bind_contextvars(worker=index)
+    log_context.bind(worker=index)
     event_loop.run(serve_forever(settings))
 
 

@@ -19,10 +19,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from bootstrap import metrics
+from bootstrap import log_context, metrics
 from bootstrap.admin import bound_port, create_app, keys, start_admin
 from bootstrap.admin.server import server_ssl_context
 from bootstrap.issuer_service import IssuerService
@@ -685,7 +684,7 @@ async def test_database_down_is_503_and_not_ready(box: SecretBox) -> None:
 
 async def test_request_ids(api: Api) -> None:
     """Every response carries X-Request-Id (a sane incoming one is kept) and the log lines carry it."""
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[log_context.merge]) as logs:
         answer = await api.get(ISSUERS, headers={"X-Request-Id": "trace-123"})
     assert answer.headers["X-Request-Id"] == "trace-123"
     assert any(e.get("request_id") == "trace-123" and e["event"] == "admin request" for e in logs)
@@ -745,7 +744,7 @@ async def test_no_credential_is_ever_returned_or_logged(
     secrets_written.append(gs_credentials["private_key"].splitlines()[1])
     other_key_name = f"leak-{unique}"
 
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[log_context.merge]) as logs:
         cf = await api.post(ISSUERS, cfssl_issuer(f"leak-cf-{unique}", key=hmac_key))
         await api.put(f"{ISSUERS}/{cf.body['id']}", {"issuer_credentials": {"hmac_hex_key": hmac_key}})
         await api.post(ISSUERS, cfssl_issuer(f"leak-cf-{unique}", key=hmac_key), expect=409)

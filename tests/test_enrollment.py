@@ -12,8 +12,10 @@ import asyncpg
 import pytest
 from aiocoap import Code, Message
 from cryptography import x509
+from structlog.testing import capture_logs
 
 import ca_backends
+from bootstrap import log_context
 from bootstrap.enrollment import Enroller
 from bootstrap.errors import ServiceUnavailable
 from bootstrap.issuer_directory import IssuerDirectory
@@ -110,7 +112,8 @@ async def test_unavailable_ca_gives_503_with_max_age_and_records_nothing(
         code=Code.POST, uri=f"{server_uri}/est/{service}/sen", payload=csr_der(endpoint), content_format=286
     )
     for _ in range(50):  # the server learns about the new service through NOTIFY
-        response = await coap_client.request(message).response
+        with capture_logs(processors=[log_context.merge]) as logs:
+            response = await coap_client.request(message).response
         if response.code != Code.NOT_FOUND:
             break
         await asyncio.sleep(0.05)
@@ -124,6 +127,13 @@ async def test_unavailable_ca_gives_503_with_max_age_and_records_nothing(
     assert response.opt.max_age == 7
     assert b"unavailable" in response.payload
     assert await pool.fetchval("SELECT count(*) FROM issued_certificates WHERE endpoint = $1", endpoint) == 0
+    # The enroller's log line carries the request's context: what the EST adapter bound for the
+    # request and what the enroller added once it knew the issuer; nothing of it outlives the request.
+    (line,) = [entry for entry in logs if entry["event"] == "CA unavailable"]
+    assert line["endpoint"] == endpoint and line["issuer"] == f"test_down-{unique}"
+    assert line["service"] == service and line["est"] == "sen" and len(line["request_id"]) == 16
+    assert line["peer"]
+    assert log_context.current() == {}
 
 
 async def test_saturation_answers_503_instead_of_queueing(

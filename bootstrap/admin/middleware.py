@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler
 
 from ca_backends import BackendError
 
+from .. import log_context
 from ..errors import BootstrapError, Unauthorized
 from ..metrics import METRICS
 from . import audit_log, keys
@@ -97,7 +98,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = begin_request(request_id)
     started = time.perf_counter()
     try:
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with log_context.bound(request_id=request_id):
             response = await handler(request)
             elapsed = time.perf_counter() - started
             (log.debug if request.path in _QUIET_PATHS else log.info)(
@@ -169,7 +170,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         log.warning("admin authentication failed", method=request.method, path=request.path)
         raise Unauthorized("the API key is not valid or was revoked")
     request_state().api_key = key
-    with structlog.contextvars.bound_contextvars(api_key=key.name):
+    with log_context.bound(api_key=key.name):
         return await handler(request)
 
 

@@ -17,6 +17,7 @@ import structlog
 from aiocoap import Code, Message
 from aiocoap import resource as coap_resource
 
+from .. import log_context
 from ..bootstrapper import Bootstrapper, check_identity, parse_query
 from ..errors import BootstrapError
 from ..lwm2m.session import BootstrapSession, Operation, build_pack, request_version
@@ -61,7 +62,7 @@ class BootstrapEndpoint:
         """``POST /bs``: 2.04, and the session starts once that answer is sent (Leshan does the same:
         the device hears "accepted" before the first server-to-client request)."""
         request_id = self._bootstrapper.new_request_id()
-        with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+        with log_context.bound(request_id=request_id, peer=request.peer):
             try:
                 if request.method != "POST":
                     return CoapReply("4.05", b"Bootstrap-Request is POST")
@@ -76,7 +77,7 @@ class BootstrapEndpoint:
     async def pack(self, request: CoapRequest) -> CoapReply:
         """``GET /bspack``: validate, prepare, encode in the Accept'ed format, record."""
         request_id = self._bootstrapper.new_request_id()
-        with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+        with log_context.bound(request_id=request_id, peer=request.peer):
             try:
                 if request.method != "GET":
                     return CoapReply("4.05", b"Bootstrap-Pack-Request is GET")
@@ -86,7 +87,7 @@ class BootstrapEndpoint:
                     self._identify(request.remote),
                     allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
                 )
-                structlog.contextvars.bind_contextvars(endpoint=endpoint)
+                log_context.bind(endpoint=endpoint)
                 started = self._bootstrapper.now()
                 fmt = request.accept
                 config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
@@ -115,7 +116,7 @@ class BootstrapEndpoint:
             self._identify(request.remote),
             allow_unauthenticated=self._bootstrapper.allow_unauthenticated,
         )
-        structlog.contextvars.bind_contextvars(endpoint=endpoint)
+        log_context.bind(endpoint=endpoint)
         started = self._bootstrapper.now()
         config, credentials = await self._bootstrapper.prepare(endpoint, request_id)
         loop = asyncio.get_running_loop()
@@ -137,7 +138,7 @@ class BootstrapEndpoint:
 
     async def _drive(self, session: BootstrapSession, remote: Any, started: Any, mode: str) -> None:
         loop = asyncio.get_running_loop()
-        with structlog.contextvars.bound_contextvars(endpoint=session.endpoint):
+        with log_context.bound(endpoint=session.endpoint):
             try:
                 while session.outcome is None:
                     operation = session.next_operation(now=loop.time())

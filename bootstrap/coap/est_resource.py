@@ -24,7 +24,7 @@ from aiocoap import resource as coap_resource
 from aiocoap.util.linkformat import Link, LinkFormat
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from .. import est
+from .. import est, log_context
 from ..enrollment import Enroller
 from ..errors import BootstrapError, Unauthorized
 from ..policy import Requester
@@ -48,10 +48,10 @@ class EstEndpoint:
         try:
             target = est.route(list(request.path), request.method)
         except BootstrapError as error:
-            with structlog.contextvars.bound_contextvars(request_id=request_id, peer=request.peer):
+            with log_context.bound(request_id=request_id, peer=request.peer):
                 return self._refused(error)
         # One context for the whole request (binding costs per call, not per key).
-        with structlog.contextvars.bound_contextvars(
+        with log_context.bound(
             request_id=request_id, peer=request.peer, service=target.service, est=target.operation.value
         ):
             try:
