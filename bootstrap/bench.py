@@ -23,7 +23,8 @@ What is measured (keys of the JSON report):
 * ``est_postgres_cpu_ms_per_cert``, ``journey_postgres_cpu_ms_per_device``: what the embedded
   Postgres spent on the same certificates and devices (audit rows, bootstrap records, lookups);
   it shares the cores too. Absent with an external database (``--database-url``), whose CPU this
-  machine may not see.
+  machine may not see. ``journey_all_cpu_ms_per_device`` adds the three: on a machine of ``C``
+  cores, ``journey_devices_per_s`` cannot exceed ``C * 1000`` divided by it.
 
 Server CPU is read from ``/proc`` for the server process and its workers, apart from the
 simulator's; on a shared machine wall-clock rates vary more than CPU per operation does.
@@ -455,6 +456,12 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
         if postgres_used is not None:
             results["journey_postgres_cpu_ms_per_device"] = round(
                 postgres_used * 1000 / max(1, report.succeeded), 3
+            )
+            results["journey_all_cpu_ms_per_device"] = round(
+                results["journey_cpu_ms_per_device"]
+                + results["journey_simulator_cpu_ms_per_device"]
+                + results["journey_postgres_cpu_ms_per_device"],
+                3,
             )
         results["journey_failed"] = report.failed
     finally:
