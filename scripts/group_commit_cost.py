@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import operator
 import os
 import shutil
 import sys
@@ -49,23 +50,16 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 """
 
 
+#: The IssuedCertificate attributes behind UNNEST_INSERT's twelve arrays, in order.
+_FIELDS = operator.attrgetter(
+    "serial_number", "endpoint", "service_reference", "issuer_id", "issuer_name", "issuer_type",
+    "fingerprint_sha256", "subject", "not_before", "not_after", "certificate_der", "request_id",
+)  # fmt: skip
+
+
 async def insert_unnested(conn: Queryable, rows: list[IssuedCertificate]) -> None:
-    """The baseline: what ``insert_issued`` sent before it used COPY."""
-    await conn.execute(
-        UNNEST_INSERT,
-        [r.serial_number for r in rows],
-        [r.endpoint for r in rows],
-        [r.service_reference for r in rows],
-        [r.issuer_id for r in rows],
-        [r.issuer_name for r in rows],
-        [r.issuer_type for r in rows],
-        [r.fingerprint_sha256 for r in rows],
-        [r.subject for r in rows],
-        [r.not_before for r in rows],
-        [r.not_after for r in rows],
-        [r.certificate_der for r in rows],
-        [r.request_id for r in rows],
-    )
+    """The baseline: what ``insert_issued`` sent before it used COPY (an array per column)."""
+    await conn.execute(UNNEST_INSERT, *(list(column) for column in zip(*map(_FIELDS, rows), strict=True)))
 
 
 def synthetic_rows(count: int) -> list[IssuedCertificate]:
