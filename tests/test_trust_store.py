@@ -151,3 +151,9 @@ def test_psk_identity_is_read_from_a_plaintext_client_key_exchange() -> None:
     assert psk_identity_in(record[:20]) is None
     client_hello = record[:13] + b"\x01" + record[14:]
     assert psk_identity_in(client_hello) is None
+    # A certificate flight (Certificate, then an ECDHE ClientKeyExchange) names no PSK identity,
+    # even when a later record would parse as one: PSK clients send no Certificate.
+    certificate = record[:13] + b"\x0b" + record[14:]
+    assert psk_identity_in(certificate + record) is None
+    later_fragment = record[:19] + b"\x00\x00\x01" + record[22:]  # fragment_offset 1
+    assert psk_identity_in(later_fragment) is None

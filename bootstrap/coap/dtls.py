@@ -151,7 +151,8 @@ def iter_records(data: bytes) -> Iterator[tuple[int, int]]:
 
 
 HANDSHAKE_CLIENT_KEY_EXCHANGE = 16
-_APPLICATION_DATA_BYTE = b"\x17"  # ContentType application_data (RFC 5246 §6.2.1)
+_HANDSHAKE_BYTE = bytes([CONTENT_HANDSHAKE])  # ContentType handshake (RFC 5246 §6.2.1)
+_CLIENT_KEY_EXCHANGE_BYTE = bytes([HANDSHAKE_CLIENT_KEY_EXCHANGE])  # HandshakeType (§7.4)
 
 
 def psk_identity_in(datagram: bytes) -> bytes | None:
@@ -161,22 +162,25 @@ def psk_identity_in(datagram: bytes) -> bytes | None:
     psk_identity<0..2^16-1>`` and travels in clear (epoch 0). Reading it before OpenSSL does lets
     the transport fetch the key asynchronously, so the handshake callback, which must be
     synchronous, finds it in memory. Certificate-mode exchanges yield ``None``.
+
+    Only the datagram's first record is read: a PSK client sends no Certificate (the server asks
+    for none with PSK cipher suites), so its ClientKeyExchange opens its second flight (RFC 5246
+    §7.3) and the datagram that carries it. Every other datagram (application data, a ClientHello,
+    a certificate flight) is passed over on its first bytes.
     """
-    if datagram[:1] == _APPLICATION_DATA_BYTE:  # the common case once sessions are up
+    if datagram[:1] != _HANDSHAKE_BYTE or datagram[13:14] != _CLIENT_KEY_EXCHANGE_BYTE:
         return None
-    for start, end in iter_records(datagram):
-        record = datagram[start:end]
-        if len(record) < RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + 2:
-            continue
-        if record[0] != CONTENT_HANDSHAKE or record[3:5] != b"\x00\x00":
-            continue
-        body = record[RECORD_HEADER_LEN:]
-        if body[0] != HANDSHAKE_CLIENT_KEY_EXCHANGE or body[6:9] != b"\x00\x00\x00":
-            continue  # not a ClientKeyExchange, or a later fragment of one
-        fragment = body[HANDSHAKE_HEADER_LEN:]
-        length = int.from_bytes(fragment[:2], "big")
-        if 0 < length <= len(fragment) - 2:
-            return fragment[2 : 2 + length]
+    start, end = next(iter_records(datagram))
+    record = datagram[start:end]
+    if len(record) < RECORD_HEADER_LEN + HANDSHAKE_HEADER_LEN + 2 or record[3:5] != b"\x00\x00":
+        return None  # truncated, or not epoch 0
+    body = record[RECORD_HEADER_LEN:]
+    if body[6:9] != b"\x00\x00\x00":
+        return None  # a later fragment of the message
+    fragment = body[HANDSHAKE_HEADER_LEN:]
+    length = int.from_bytes(fragment[:2], "big")
+    if 0 < length <= len(fragment) - 2:
+        return fragment[2 : 2 + length]
     return None
 
 
