@@ -82,10 +82,11 @@ _VALUES = operator.attrgetter(*(name if name != "certificate" else "certificate_
 async def insert_issued(conn: Queryable, rows: list[IssuedCertificate]) -> None:
     """Append ``rows`` in one binary ``COPY`` (one statement, so all or none of them).
 
-    COPY costs the client about half the CPU per row of an INSERT of unnested arrays once a
-    batch holds a few rows: asyncpg's array encoder asks of every element whether it is itself
-    an array, two ``isinstance`` checks against ``collections.abc`` classes per text value, where
-    COPY encodes each value with its column's codec and nothing else."""
+    COPY costs the client a half to two thirds of the CPU per row of an INSERT of unnested arrays
+    once a batch holds a few rows (``scripts/group_commit_cost.py``): asyncpg's array encoder asks
+    of every element whether it is itself an array, two ``isinstance`` checks against
+    ``collections.abc`` classes per text value, where COPY encodes each value with its column's
+    codec and nothing else."""
     await conn.copy_records_to_table("issued_certificates", columns=_COLUMNS, records=map(_VALUES, rows))
 
 
