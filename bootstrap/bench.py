@@ -352,6 +352,11 @@ def _used_since(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
+def _ms_each(seconds: float, count: int) -> float:
+    """``seconds`` spread over ``count`` operations, in milliseconds (3 decimals)."""
+    return round(seconds * 1000 / max(1, count), 3)
+
+
 def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dict[str, Any]:
     """Start a loopback server and measure handshakes, EST, idle sessions and the journey."""
     results: dict[str, Any] = {}
@@ -421,11 +426,9 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
             await opened.close()
             await until_quiet(server)
             results["est_certs_per_s"] = round(report.per_second, 1)
-            results["est_cpu_ms_per_cert"] = round(used * 1000 / max(1, report.succeeded), 3)
+            results["est_cpu_ms_per_cert"] = _ms_each(used, report.succeeded)
             if postgres_used is not None:
-                results["est_postgres_cpu_ms_per_cert"] = round(
-                    postgres_used * 1000 / max(1, report.succeeded), 3
-                )
+                results["est_postgres_cpu_ms_per_cert"] = _ms_each(postgres_used, report.succeeded)
             results["est_p50_ms"] = report.as_dict()["p50_ms"]
             results["est_p99_ms"] = report.as_dict()["p99_ms"]
             results["est_failed"] = report.failed
@@ -451,12 +454,10 @@ def measure_server(settings: Settings, plan: BenchPlan, console: Console) -> dic
         results["journey_devices_per_s"] = summary["per_second"]
         results["journey_p50_ms"] = summary["p50_ms"]
         results["journey_p99_ms"] = summary["p99_ms"]
-        results["journey_cpu_ms_per_device"] = round(used * 1000 / max(1, report.succeeded), 3)
+        results["journey_cpu_ms_per_device"] = _ms_each(used, report.succeeded)
         results["journey_simulator_cpu_ms_per_device"] = summary["simulator_cpu_ms_per_device"]
         if postgres_used is not None:
-            results["journey_postgres_cpu_ms_per_device"] = round(
-                postgres_used * 1000 / max(1, report.succeeded), 3
-            )
+            results["journey_postgres_cpu_ms_per_device"] = _ms_each(postgres_used, report.succeeded)
             results["journey_all_cpu_ms_per_device"] = round(
                 results["journey_cpu_ms_per_device"]
                 + results["journey_simulator_cpu_ms_per_device"]
