@@ -186,7 +186,7 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
         "journey_cpu_ms_per_device", "openssl_sign_per_s", "openssl_verify_per_s", "issue_floor_ms",
         "cfssl_cpu_ms_per_cert", "handshake_cpu_ms", "handshake_psk_cpu_ms", "rss_mib_per_1k_sessions",
         "issue_template_ms", "est_cpu_vs_cfssl", "journey_cpu_vs_issue_floor",
-        "journey_simulator_cpu_ms_per_device", "journey_all_cpu_ms_per_device",
+        "journey_simulator_cpu_ms_per_device", "journey_all_cpu_ms_per_device", "rss_mib_with_idle_sessions",
     ):  # fmt: skip
         assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
     # Postgres is read in clock ticks (10 ms), more than this small plan may cost it.
@@ -194,6 +194,9 @@ def test_bench_reports_every_measure(tmp_path: Path) -> None:
         assert isinstance(data[key], int | float) and data[key] >= 0, (key, data[key])
     assert data["est_failed"] == 0 and data["journey_failed"] == 0
     assert data["journey_simulator_processes"] == 2
+    # The whole RSS holds the sessions' growth and the process it grew from.
+    sessions_mib = data["rss_mib_per_1k_sessions"] * data["idle_sessions"] / 1000
+    assert data["rss_mib_with_idle_sessions"] > sessions_mib
     parts = ("journey_cpu_ms_per_device", "journey_simulator_cpu_ms_per_device")
     parts += ("journey_postgres_cpu_ms_per_device",)
     assert abs(data["journey_all_cpu_ms_per_device"] - sum(data[key] for key in parts)) < 0.002
