@@ -4,7 +4,12 @@ simulated devices over DTLS, in every security mode and content format; refusals
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -416,3 +421,84 @@ def test_query_parsing_and_identity_rules() -> None:
     with pytest.raises(Unauthorized):
         check_identity(query, None, allow_unauthenticated=False)
     assert check_identity(query, None, allow_unauthenticated=True) == "dev-1"
+
+
+async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    database_url: str,
+    master_key_b64: str,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """Mode psk: `lwm2m-psk export` hands over exactly the identity and key written to the device,
+    into a file only its owner reads, audited; `list` never shows a key; an unknown endpoint or
+    another master key fails the command and leaves no file."""
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoint = f"pskx-{unique}"
+    await configure(pool, [endpoint], est_config(chain[0], "psk"))
+    journey = await run_journey(
+        SimDevice(endpoint, p256()), options(server, trusted_factory, chain, endpoint), chain, use_pack=True
+    )
+    account = journey.account
+    assert account.security_mode == 0 and len(account.secret_key) == 32
+
+    env = {**os.environ, "LWM2M_BOOTSTRAP_MASTER_KEY": master_key_b64, "DATABASE_URL": database_url}
+
+    async def cli(*args: str, key: str = master_key_b64) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bootstrap", "lwm2m-psk", *args, "--data-dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**env, "LWM2M_BOOTSTRAP_MASTER_KEY": key},
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    exported = tmp_path / "lwm2m-psks.jsonl"
+    code, out, err = await cli("export", "--endpoint", endpoint, "--output", str(exported))
+    assert code == 0, err
+    assert out == "" and "exported 1 LwM2M PSK account(s)" in err and account.secret_key.hex() not in err
+    assert exported.stat().st_mode & 0o777 == 0o600
+    (line,) = [json.loads(text) for text in exported.read_text().splitlines()]
+    assert line["endpoint"] == endpoint
+    assert line["identity"].encode() == account.public_key_or_identity
+    assert bytes.fromhex(line["key_hex"]) == account.secret_key
+    assert dt.datetime.fromisoformat(line["provisioned_at"]) <= dt.datetime.now(dt.UTC)
+    audit = await pool.fetchrow(
+        "SELECT api_key_name, outcome FROM admin_audit WHERE path = 'lwm2m-psk export' AND target_id = $1",
+        endpoint,
+    )
+    assert audit is not None and audit["api_key_name"].startswith("cli:") and audit["outcome"] == "success"
+
+    # To standard output; --since after the bootstrap selects nothing.
+    code, out, _ = await cli("export", "--endpoint", endpoint)
+    assert code == 0 and json.loads(out) == line
+    code, out, _ = await cli("export", "--endpoint", endpoint, "--since", line["provisioned_at"])
+    assert code == 0 and json.loads(out) == line  # the newest one imported comes again
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)).replace(tzinfo=None).isoformat()
+    code, out, err = await cli("export", "--endpoint", endpoint, "--since", later)  # no offset: UTC
+    assert code == 0 and out == "" and "exported 0" in err
+    code, out, err = await cli("export", "--since", "yesterday")
+    assert code == 2 and "not an ISO 8601 time" in err and out == ""
+
+    code, out, _ = await cli("list")
+    assert code == 0 and f"{endpoint}\t{line['identity']}\t" in out and line["key_hex"] not in out
+
+    refused = tmp_path / "refused.jsonl"
+    before = os.listdir(tmp_path)
+    code, out, err = await cli(
+        "export", "--endpoint", endpoint, "--endpoint", f"nobody-{unique}", "--output", str(refused)
+    )
+    assert code == 1 and f"no LwM2M PSK account for nobody-{unique}" in err and out == ""
+    other_key = base64.b64encode(os.urandom(32)).decode()
+    code, out, err = await cli("export", "--endpoint", endpoint, "--output", str(refused), key=other_key)
+    assert code != 0 and "does not open with this master key" in err and line["key_hex"] not in out + err
+    outcomes = await pool.fetch(
+        "SELECT outcome FROM admin_audit WHERE path = 'lwm2m-psk export' AND target_id = $1 ORDER BY id",
+        endpoint,
+    )
+    assert [r["outcome"] for r in outcomes] == ["success"] * 4 + ["failure"]
+    assert sorted(os.listdir(tmp_path)) == sorted(before)  # no file, no leftover partial one

@@ -155,3 +155,41 @@ async def test_audit_rows_are_append_only(pool: asyncpg.Pool, unique: str) -> No
         " WHERE endpoint = $1",
         endpoint,
     )
+
+
+async def test_lwm2m_psk_export_filters_and_orders(pool: asyncpg.Pool, box: SecretBox, unique: str) -> None:
+    """The export streams the chosen accounts oldest first with their keys opened; --since keeps
+    those provisioned at or after it (a re-bootstrap's new key counts as new)."""
+    endpoints = [f"exp-{unique}-{i}" for i in range(3)]
+    for endpoint in endpoints:
+        await bootstrap_configs.put_lwm2m_psk(pool, box, endpoint, f"id-{endpoint}", endpoint.encode())
+    await pool.execute(
+        "UPDATE lwm2m_psk_accounts SET created_at = now() - interval '1 hour' WHERE endpoint = ANY($1)",
+        endpoints[:2],
+    )
+    cutoff = await pool.fetchval("SELECT now() - interval '1 minute'")
+    await bootstrap_configs.put_lwm2m_psk(
+        pool, box, endpoints[0], f"id-{endpoints[0]}", b"new key"
+    )  # re-bootstrap
+
+    async def export(endpoints: list[str], since: dt.datetime | None = None) -> list[tuple[str, str, bytes]]:
+        async with pool.acquire() as conn:
+            exported = bootstrap_configs.export_lwm2m_psks(conn, box, endpoints=endpoints, since=since)
+            return [(a.endpoint, a.identity, a.key) async for a in exported]
+
+    assert await export(endpoints=endpoints) == [
+        (endpoints[1], f"id-{endpoints[1]}", endpoints[1].encode()),
+        (endpoints[2], f"id-{endpoints[2]}", endpoints[2].encode()),
+        (endpoints[0], f"id-{endpoints[0]}", b"new key"),
+    ]
+    assert {e for e, _, _ in await export(endpoints=endpoints, since=cutoff)} == {endpoints[0], endpoints[2]}
+    assert await bootstrap_configs.endpoints_without_lwm2m_psk(pool, [endpoints[1], f"none-{unique}"]) == [
+        f"none-{unique}"
+    ]
+    listed = [row[0] for row in await bootstrap_configs.lwm2m_psk_identities(pool, limit=100_000)]
+    assert endpoints[1] in listed
+    async with pool.acquire() as conn:
+        (account,) = [
+            a async for a in bootstrap_configs.export_lwm2m_psks(conn, box, endpoints=endpoints[:1])
+        ]
+    assert account.key == b"new key" and "new key" not in repr(account)  # keys stay out of logs

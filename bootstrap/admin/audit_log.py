@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -59,6 +61,26 @@ async def record(conn: Queryable, change: AdminChange) -> None:
         )
     except (OSError, asyncpg.PostgresError) as exc:  # the change itself is already committed
         log.error("admin audit write failed", error=str(exc), path=change.path, api_key=change.api_key_name)
+
+
+async def record_cli(conn: Queryable, *, path: str, target_id: str | None, status: int = 200) -> None:
+    """Record a change made with the command line, as ``cli:<user>`` (the local account)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    await record(
+        conn,
+        AdminChange(
+            api_key_id=None,
+            api_key_name=f"cli:{user}",
+            method="CLI",
+            path=path,
+            target_id=target_id,
+            status=status,
+            request_id=uuid.uuid4().hex,
+        ),
+    )
 
 
 async def recent(conn: Queryable, *, limit: int = 100) -> list[asyncpg.Record]:

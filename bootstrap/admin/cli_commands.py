@@ -7,8 +7,6 @@ are written to the admin audit as the CLI (``cli:<user>``).
 
 from __future__ import annotations
 
-import getpass
-import uuid
 from typing import Any
 
 import click
@@ -25,22 +23,7 @@ def _storage_options(func: Any) -> Any:
 async def _audit(conn: Queryable, action: str, target_id: str) -> None:
     from . import audit_log
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    await audit_log.record(
-        conn,
-        audit_log.AdminChange(
-            api_key_id=None,
-            api_key_name=f"cli:{user}",
-            method="CLI",
-            path=f"apikey {action}",
-            target_id=target_id,
-            status=200,
-            request_id=uuid.uuid4().hex,
-        ),
-    )
+    await audit_log.record_cli(conn, path=f"apikey {action}", target_id=target_id)
 
 
 @click.group()

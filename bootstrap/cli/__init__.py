@@ -12,6 +12,7 @@ commands on :data:`main` when imported:
 - :mod:`.issuers`: ``issuer``, ``service``
 - :mod:`.credentials`: ``trust``, ``device``
 - :mod:`.configs`: ``config``
+- :mod:`.lwm2m_psks`: ``lwm2m-psk``
 - :mod:`bootstrap.admin.cli_commands`: ``apikey``
 - :mod:`bootstrap.keys_cli`: ``keys``
 """
@@ -44,6 +45,7 @@ from .credentials import (  # isort: skip
     trust_list,
     trust_remove,
 )
+from .lwm2m_psks import lwm2m_psk, lwm2m_psk_export, lwm2m_psk_list  # isort: skip
 from .issuers import (  # isort: skip
     issuer,
     issuer_create,
@@ -92,6 +94,9 @@ __all__ = [
     "issuer_show",
     "issuer_verify",
     "keys",
+    "lwm2m_psk",
+    "lwm2m_psk_export",
+    "lwm2m_psk_list",
     "main",
     "make_settings",
     "print_table",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -141,6 +142,70 @@ async def lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str) -> tuple[str
     return record["psk_identity"], box.open(
         record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LwM2MPskAccount:
+    """A PSK account written to a device in mode ``psk``, as its LwM2M server needs it."""
+
+    endpoint: str
+    identity: str
+    key: bytes = field(repr=False)
+    provisioned_at: dt.datetime
+    """When the bootstrap server last wrote it (a new bootstrap replaces the key)."""
+
+
+async def lwm2m_psk_identities(conn: Queryable, *, limit: int) -> list[tuple[str, str, dt.datetime]]:
+    """Endpoints with a provisioned PSK account, newest first: (endpoint, identity, provisioned at)."""
+    records = await conn.fetch(
+        """SELECT endpoint, psk_identity, created_at FROM lwm2m_psk_accounts
+            ORDER BY created_at DESC, endpoint LIMIT $1""",
+        limit,
+    )
+    return [(r["endpoint"], r["psk_identity"], r["created_at"]) for r in records]
+
+
+async def endpoints_without_lwm2m_psk(conn: Queryable, endpoints: Sequence[str]) -> list[str]:
+    """Those of ``endpoints`` that have no provisioned PSK account, in the order given."""
+    have = {
+        r["endpoint"]
+        for r in await conn.fetch(
+            "SELECT endpoint FROM lwm2m_psk_accounts WHERE endpoint = ANY($1::text[])", list(endpoints)
+        )
+    }
+    return [endpoint for endpoint in endpoints if endpoint not in have]
+
+
+async def export_lwm2m_psks(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    box: SecretBox,
+    *,
+    endpoints: Sequence[str] | None = None,
+    since: dt.datetime | None = None,
+) -> AsyncIterator[LwM2MPskAccount]:
+    """The PSK accounts (keys opened) of ``endpoints``, or of all, provisioned at or after ``since``,
+    oldest first. Streams through a cursor, so a million accounts do not sit in memory.
+
+    Raises:
+        SecretError: A key does not open under ``box`` (another master key, or tampering).
+    """
+    async with conn.transaction(readonly=True):
+        cursor = conn.cursor(
+            """SELECT endpoint, psk_identity, psk_key, created_at FROM lwm2m_psk_accounts
+                WHERE ($1::text[] IS NULL OR endpoint = ANY($1::text[]))
+                  AND ($2::timestamptz IS NULL OR created_at >= $2)
+                ORDER BY created_at, endpoint""",
+            None if endpoints is None else list(endpoints),
+            since,
+        )
+        async for record in cursor:
+            endpoint = record["endpoint"]
+            yield LwM2MPskAccount(
+                endpoint=endpoint,
+                identity=record["psk_identity"],
+                key=box.open(record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"),
+                provisioned_at=record["created_at"],
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
