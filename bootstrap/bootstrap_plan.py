@@ -19,6 +19,10 @@ mode        /3 Public Key or Identity     /4 Server Public Key   /5 Secret Key
 
 Resources 0-5 are Mandatory in the Security object, so "unused" ones are written as empty
 Opaque values, as Leshan's ``BootstrapUtil`` does; clients treat an empty value as absent.
+
+With ``oscore`` (LwM2M 1.1, Transport TS "OSCORE"), the NoSec account's /0/x/17 (OSCORE Security
+Mode) links an OSCORE object instance /21/y holding a per-device security context (RFC 8613 §3):
+the connection to the LwM2M server is then protected by OSCORE instead of DTLS.
 """
 
 from __future__ import annotations
@@ -33,12 +37,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from .errors import BadRequest
-from .lwm2m import Instances, ObjectId, ResourceValue, SecurityMode, SecurityResource, ServerResource
+from .lwm2m import (
+    Instances,
+    ObjectId,
+    ObjLink,
+    OscoreResource,
+    ResourceValue,
+    SecurityMode,
+    SecurityResource,
+    ServerResource,
+)
 
 __all__ = [
     "MODE_NUMBERS",
+    "OSCORE_IID",
     "BootstrapConfig",
     "DeviceCredentials",
+    "OscoreContext",
     "SecurityModeName",
     "choose_instance_ids",
     "plan_objects",
@@ -64,6 +79,9 @@ _INT32_MAX: Final = 2**31 - 1
 # Transport TS, PSK population rules: identity up to 128 bytes, key up to 64 bytes.
 _PSK_IDENTITY_MAX: Final = 128
 _PSK_KEY_MAX: Final = 64
+#: Instance of the OSCORE object (/21) written for the server account; every /21 instance the
+#: device had is deleted first (our bootstrap account is not an OSCORE one), so it is free.
+OSCORE_IID: Final = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +111,9 @@ class BootstrapConfig:
     """Default Minimum Period in seconds (/1/x/2), if set."""
     default_pmax: int | None = None
     """Default Maximum Period in seconds (/1/x/3), if set."""
+    oscore: bool = False
+    """Protect the LwM2M server connection with OSCORE: a per-device context in /21, linked from
+    /0/x/17; only with security mode ``nosec`` (the URI is then ``coap://`` or ``coap+tcp://``)."""
 
     def validate(self) -> None:
         """Check the configuration for consistency.
@@ -113,6 +134,11 @@ class BootstrapConfig:
             raise BadRequest(
                 f"security mode {self.security_mode} needs a coaps:// or coaps+tcp:// URI, got {scheme}://",
                 field="server_uri",
+            )
+        if self.oscore and self.security_mode != "nosec":
+            raise BadRequest(
+                f"oscore protects a nosec account (coap://), not security mode {self.security_mode}",
+                field="oscore",
             )
         if not 1 <= self.short_server_id <= 65534:
             raise BadRequest("short_server_id must be in 1..65534", field="short_server_id")
@@ -184,6 +210,38 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OscoreContext:
+    """A device's OSCORE security context (RFC 8613 §3.2), as written to /21 for its LwM2M server.
+
+    IDs are the device's: its Sender ID is the ``kid`` by which the LwM2M server finds this
+    context, its Recipient ID the server's Sender ID. With AES-CCM-16-64-128 (nonce of 13 bytes)
+    an ID holds at most 7 bytes (RFC 8613 §3.3).
+    """
+
+    master_secret: bytes = field(repr=False)
+    sender_id: bytes
+    recipient_id: bytes
+    master_salt: bytes = b""
+    aead_algorithm: int = 10
+    """COSE algorithm 10, AES-CCM-16-64-128: the mandatory one (RFC 8613 §3.2)."""
+    hmac_algorithm: int = -10
+    """COSE algorithm -10, HKDF SHA-256: the default (RFC 8613 §3.2)."""
+
+    def check(self) -> None:
+        """Check the context against RFC 8613 §3.3 (ID lengths, distinct IDs, a secret).
+
+        Raises:
+            BadRequest: With ``field`` naming what is wrong.
+        """
+        if len(self.master_secret) < 16:
+            raise BadRequest("the OSCORE master secret must hold at least 16 bytes", field="oscore")
+        if len(self.sender_id) > 7 or len(self.recipient_id) > 7:
+            raise BadRequest("OSCORE sender and recipient IDs hold at most 7 bytes", field="oscore")
+        if self.sender_id == self.recipient_id:
+            raise BadRequest("OSCORE sender and recipient IDs must differ", field="oscore")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceCredentials:
     """Per-device secrets the adapter prepares before the session (keys need randomness or a CA).
 
@@ -199,16 +257,27 @@ class DeviceCredentials:
     """``psk`` mode: the PSK identity (/0/x/3), up to 128 bytes."""
     psk_key: bytes | None = field(default=None, repr=False)
     """``psk`` mode: the pre-shared key (/0/x/5), up to 64 bytes."""
+    oscore: OscoreContext | None = None
+    """``nosec`` with ``oscore``: the device's OSCORE context (/21)."""
 
-    def check(self, mode: SecurityModeName) -> None:
-        """Check that this holds exactly the material ``mode`` needs.
+    def check(self, mode: SecurityModeName, *, oscore: bool = False) -> None:
+        """Check that this holds exactly the material ``mode`` (and ``oscore``) needs.
 
         Args:
             mode: The configured security mode.
+            oscore: Whether the configuration asks for OSCORE.
 
         Raises:
             BadRequest: With ``field`` naming what is missing, superfluous or malformed.
         """
+        if oscore:
+            self._only(set(), mode)
+            if self.oscore is None:
+                raise BadRequest("oscore needs the device's OSCORE context", field="oscore")
+            self.oscore.check()
+            return
+        if self.oscore is not None:
+            raise BadRequest("the configuration does not ask for oscore", field="oscore")
         if mode == "certificate":
             self._only({"client_certificate_der", "private_key_der"}, mode)
             assert self.client_certificate_der is not None and self.private_key_der is not None
@@ -323,23 +392,27 @@ def plan_objects(
             Usage (/0/x/15, added in 1.1) is left out and EST mode is refused.
 
     Returns:
-        ``{0: {security_iid: instance}, 1: {server_iid: instance}}``.
+        ``{0: {security_iid: instance}, 1: {server_iid: instance}}``, and ``21: {1: instance}``
+        with ``oscore``.
 
     Raises:
         BadRequest: If the configuration or the credentials are invalid or do not fit the client.
     """
     config.validate()
     mode = config.security_mode
-    if mode in ("certificate", "psk"):
+    if mode in ("certificate", "psk") or config.oscore:
         if credentials is None:
             raise BadRequest(f"security mode {mode} needs device credentials", field="credentials")
-        credentials.check(mode)
+        credentials.check(mode, oscore=config.oscore)
     elif credentials is not None:
         credentials.check(mode)  # raises: est and nosec take none
     legacy = lwm2m_version is not None and lwm2m_version.strip().strip('"').startswith("1.0")
     if legacy and mode == "est":
         # Security Mode 4 and EST arrived with LwM2M 1.1 (Anjay: EST "requires at least 1.1").
         raise BadRequest("security mode est needs an LwM2M 1.1 or later client", field="security_mode")
+    if legacy and config.oscore:
+        # The OSCORE object and /0/x/17 arrived with LwM2M 1.1.
+        raise BadRequest("oscore needs an LwM2M 1.1 or later client", field="oscore")
 
     sec = SecurityResource
     security: dict[int, ResourceValue] = {
@@ -362,6 +435,21 @@ def plan_objects(
         security[sec.SERVER_PUBLIC_KEY] = config.server_certificate_der or b""
         if config.certificate_usage is not None and not legacy:
             security[sec.CERTIFICATE_USAGE] = config.certificate_usage
+    objects: dict[int, Instances] = {}
+    if config.oscore:
+        context = credentials.oscore if credentials is not None else None
+        assert context is not None  # checked above
+        security[sec.OSCORE_SECURITY_MODE] = ObjLink(int(ObjectId.OSCORE), OSCORE_IID)
+        osc = OscoreResource
+        oscore: dict[int, ResourceValue] = {
+            osc.MASTER_SECRET: context.master_secret,
+            osc.SENDER_ID: context.sender_id,
+            osc.RECIPIENT_ID: context.recipient_id,
+            osc.AEAD_ALGORITHM: context.aead_algorithm,
+            osc.HMAC_ALGORITHM: context.hmac_algorithm,
+            osc.MASTER_SALT: context.master_salt,
+        }
+        objects[int(ObjectId.OSCORE)] = {OSCORE_IID: _plain(oscore)}
 
     srv = ServerResource
     server: dict[int, ResourceValue] = {
@@ -374,10 +462,9 @@ def plan_objects(
         server[srv.DEFAULT_PMIN] = config.default_pmin
     if config.default_pmax is not None:
         server[srv.DEFAULT_PMAX] = config.default_pmax
-    return {
-        int(ObjectId.SECURITY): {security_iid: _plain(security)},
-        int(ObjectId.SERVER): {server_iid: _plain(server)},
-    }
+    objects[int(ObjectId.SECURITY)] = {security_iid: _plain(security)}
+    objects[int(ObjectId.SERVER)] = {server_iid: _plain(server)}
+    return objects
 
 
 def _plain(resources: dict[int, ResourceValue]) -> dict[int, ResourceValue]:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from . import metrics
 from .bootstrap_config_cache import BootstrapConfigCache
-from .bootstrap_plan import BootstrapConfig, DeviceCredentials
+from .bootstrap_plan import BootstrapConfig, DeviceCredentials, OscoreContext
 from .enrollment import Enroller
 from .errors import BadRequest, Unauthorized
 from .lwm2m.session import BootstrapSession
@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 LWM2M_SERVICE = "LWM2M"
 #: Bytes of generated PSKs for the LwM2M server account.
 PSK_KEY_BYTES = 32
+#: OSCORE: a 32-byte master secret and an 8-byte salt per device; 7-byte IDs, the most
+#: AES-CCM-16-64-128 allows (RFC 8613 §3.3), so random Sender IDs rarely collide.
+OSCORE_SECRET_BYTES, OSCORE_SALT_BYTES, OSCORE_ID_BYTES = 32, 8, 7
+_OSCORE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,32 @@ class Bootstrapper:
             identity, secret = endpoint, os.urandom(PSK_KEY_BYTES)
             await store.put_lwm2m_psk(self._pool, self._box, endpoint, identity, secret)
             credentials = DeviceCredentials(psk_identity=identity.encode(), psk_key=secret)
+        elif config.oscore:
+            credentials = DeviceCredentials(oscore=await self._new_oscore_context(endpoint))
         else:
             credentials = None  # est: the device makes its key and enrolls; nosec: nothing to give
         return config, credentials
+
+    async def _new_oscore_context(self, endpoint: str) -> OscoreContext:
+        """A fresh OSCORE context for ``endpoint``, stored for its LwM2M server. The device's Sender
+        ID is the kid the server looks the context up by, so it is unique (drawn again if taken)."""
+        for _ in range(_OSCORE_ATTEMPTS):
+            sender_id = os.urandom(OSCORE_ID_BYTES)
+            recipient_id = os.urandom(OSCORE_ID_BYTES)
+            if sender_id == recipient_id:
+                continue
+            context = OscoreContext(
+                master_secret=os.urandom(OSCORE_SECRET_BYTES),
+                sender_id=sender_id,
+                recipient_id=recipient_id,
+                master_salt=os.urandom(OSCORE_SALT_BYTES),
+            )
+            try:
+                await store.put_lwm2m_oscore(self._pool, self._box, endpoint, context)
+            except store.SenderIdTaken:
+                continue
+            return context
+        raise RuntimeError(f"no free OSCORE Sender ID in {_OSCORE_ATTEMPTS} draws")
 
     def register(self, endpoint: str, session: BootstrapSession, task: asyncio.Task[None]) -> None:
         """Track a server-driven session; an older one for the same endpoint is cancelled."""

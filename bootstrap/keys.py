@@ -61,7 +61,7 @@ class SealedColumn:
 
 #: Every sealed column in the schema, with the context its writer uses:
 #: ``store/issuers.py`` (via ``issuer_service.py``), ``store/builtin_ca.py``, ``store/devices.py``,
-#: ``server_identity.py`` and ``store/bootstrap_configs.py``.
+#: ``server_identity.py`` and ``store/bootstrap_configs.py`` (PSKs and OSCORE master secrets).
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn("certificate_issuers", "credentials", ("id",), lambda r: credentials_context(r["id"])),
     SealedColumn(
@@ -90,6 +90,13 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         "psk_key",
         ("endpoint",),
         lambda r: f"lwm2m_psk_accounts:{r['endpoint']}:psk_key",
+    ),
+    SealedColumn(
+        # store.bootstrap_configs.put_lwm2m_oscore / export_lwm2m_oscore.
+        "lwm2m_oscore_accounts",
+        "master_secret",
+        ("endpoint",),
+        lambda r: f"lwm2m_oscore_accounts:{r['endpoint']}:master_secret",
     ),
 )
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from bootstrap.coap.wire import dotted
+from bootstrap.lwm2m import OscoreResource
 
 from .coap_link import Response
 from .connection import DeviceConnection
@@ -120,7 +122,25 @@ def _check_account(account: ServerAccount | None) -> ServerAccount:
         ("coap://", "coap+tcp://")
     ):
         raise JourneyError("NoSec account with a secure URI")
+    if account.oscore is not None:
+        _check_oscore(account.oscore)
     return account
+
+
+def _check_oscore(instance: Mapping[int, object]) -> None:
+    """An OSCORE context a client could use (RFC 8613 §3.2-3.3): a secret, two distinct IDs of at
+    most 7 bytes (AES-CCM-16-64-128)."""
+    if not instance:
+        raise JourneyError("/0/x/17 links an OSCORE instance that was not written")
+    secret = instance.get(OscoreResource.MASTER_SECRET)
+    sender = instance.get(OscoreResource.SENDER_ID)
+    recipient = instance.get(OscoreResource.RECIPIENT_ID)
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise JourneyError("OSCORE master secret missing or short")
+    if not isinstance(sender, bytes) or not isinstance(recipient, bytes) or sender == recipient:
+        raise JourneyError("OSCORE sender and recipient IDs missing or equal")
+    if len(sender) > 7 or len(recipient) > 7:
+        raise JourneyError("OSCORE ID longer than 7 bytes")
 
 
 async def run_journey(

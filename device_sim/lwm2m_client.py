@@ -31,6 +31,7 @@ from bootstrap.lwm2m import (
     DecodedInstances,
     Instances,
     ObjectId,
+    ObjLink,
     Path,
     SecurityMode,
     SecurityResource,
@@ -83,6 +84,8 @@ class ServerAccount:
     """The /0 instance."""
     server_iid: int
     """The /1 instance."""
+    oscore: Mapping[int, object] | None = None
+    """The OSCORE instance (/21) that /0/x/17 links, if it links one; ``{}`` if it links a missing one."""
 
 
 def _int(value: object) -> int | None:
@@ -232,6 +235,10 @@ class SimLwm2mClient:
         sec = self.objects[ObjectId.SECURITY][security_iid]
         srv = self.objects[ObjectId.SERVER][server_iid]
         binding = srv.get(ServerResource.BINDING)
+        link = sec.get(SecurityResource.OSCORE_SECURITY_MODE)
+        oscore = None
+        if isinstance(link, ObjLink) and link.object_id == ObjectId.OSCORE:
+            oscore = self.objects.get(ObjectId.OSCORE, {}).get(link.instance_id, {})
         return ServerAccount(
             uri=str(sec.get(SecurityResource.SERVER_URI, "")),
             security_mode=_int(sec.get(SecurityResource.SECURITY_MODE)) or 0,
@@ -244,6 +251,7 @@ class SimLwm2mClient:
             binding=binding if isinstance(binding, str) else None,
             security_iid=security_iid,
             server_iid=server_iid,
+            oscore=oscore,
         )
 
     def snapshot(self) -> dict[int, dict[int, DecodedInstance]]:

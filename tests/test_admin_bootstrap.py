@@ -95,6 +95,7 @@ async def test_configuration_create_replace_get_delete(api: Api, pool: asyncpg.P
         "server_certificate": None,
         "server_certificate_subject": None,
         "certificate_usage": None,
+        "oscore": False,
         "object": "bootstrap-configuration",
     }
     assert created.body["created_at"] == created.body["updated_at"]
@@ -129,6 +130,11 @@ async def test_configuration_create_replace_get_delete(api: Api, pool: asyncpg.P
     # A JSON number without a fractional part is an integer (JSON Schema); null clears optional fields.
     again = await api.put(path, psk_config(lifetime=3600.0, server_certificate=None, certificate_usage=None))
     assert again.body["lifetime"] == 3600 and again.body["server_certificate"] is None
+    oscore = {"server_uri": "coap://lwm2m.example:5683", "security_mode": "nosec", "oscore": True}
+    again = await api.put(path, oscore)
+    assert {k: again.body[k] for k in oscore} == oscore
+    effective = await bootstrap_configs.effective(pool, endpoint)
+    assert effective is not None and effective.config.oscore
 
     await api.delete(path, expect=412, headers={"If-Match": '"nope"'})
     await api.delete(path, headers={"If-Match": again.headers["ETag"]})
@@ -148,12 +154,13 @@ async def test_configuration_create_replace_get_delete(api: Api, pool: asyncpg.P
         ("PUT", 412),
         ("PUT", 412),
         ("PUT", 200),
+        ("PUT", 200),
         ("DELETE", 412),
         ("DELETE", 204),
         ("DELETE", 404),
     ]
     assert rows[0]["target_id"] == endpoint and rows[0]["path"] == path
-    assert rows[3]["target_id"] == f"other-{unique}" and rows[6]["target_id"] == endpoint
+    assert rows[3]["target_id"] == f"other-{unique}" and rows[7]["target_id"] == endpoint
 
 
 async def test_configuration_validation_names_the_field(api: Api, pool: asyncpg.Pool, unique: str) -> None:
@@ -207,6 +214,8 @@ async def test_configuration_validation_names_the_field(api: Api, pool: asyncpg.
             {"server_uri": coaps, "security_mode": "est", "server_certificate": cert, "certificate_usage": 4},
             "certificate_usage",
         ),
+        (psk_config(oscore=True), "oscore"),  # OSCORE protects nosec (coap://) accounts only
+        ({"server_uri": "coap://h", "security_mode": "nosec", "oscore": "yes"}, "oscore"),
         (psk_config(colour="red"), "colour"),
         (psk_config(server_uri="coaps://h\u0000"), "server_uri"),
     ]

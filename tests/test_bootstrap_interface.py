@@ -502,3 +502,67 @@ async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
     )
     assert [r["outcome"] for r in outcomes] == ["success"] * 4 + ["failure"]
     assert sorted(os.listdir(tmp_path)) == sorted(before)  # no file, no leftover partial one
+
+
+async def test_oscore_contexts_reach_devices_and_their_lwm2m_server(
+    server: BootstrapServer,
+    server_uri: str,
+    coap_client: Any,
+    trusted_factory: Any,
+    pool: asyncpg.Pool,
+    database_url: str,
+    master_key_b64: str,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """`config set --security-mode nosec --oscore`: each device, by pack or by request, gets its own
+    context in /21 linked from /0/x/17, and `lwm2m-oscore export` gives the LwM2M server the same."""
+    env = {**os.environ, "LWM2M_BOOTSTRAP_MASTER_KEY": master_key_b64, "DATABASE_URL": database_url}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bootstrap", *args, "--data-dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    chain = await ca_certificates(server_uri, coap_client)
+    endpoints = [f"osc-{unique}-{i}" for i in range(2)]
+    refused = await cli(
+        "config", "set", "--endpoint", endpoints[0], "--server-uri", "coaps://lwm2m.example:5684",
+        "--security-mode", "psk", "--oscore",
+    )  # fmt: skip
+    assert refused[0] != 0 and "oscore" in refused[2], refused
+    for endpoint in endpoints:
+        code, out, err = await cli(
+            "config", "set", "--endpoint", endpoint, "--server-uri", "coap://lwm2m.example:5683",
+            "--security-mode", "nosec", "--oscore",
+        )  # fmt: skip
+        assert code == 0 and "nosec with OSCORE" in out, err
+    given = {}
+    for endpoint, use_pack in zip(endpoints, (True, False), strict=True):
+        journey = await run_journey(
+            SimDevice(endpoint, p256()),
+            options(server, trusted_factory, chain, endpoint),
+            chain,
+            use_pack=use_pack,
+        )
+        assert journey.account.security_mode == 3 and journey.account.oscore
+        given[endpoint] = journey.account.oscore
+    assert given[endpoints[0]][1] != given[endpoints[1]][1]  # Sender IDs: the server's lookup key
+
+    code, out, err = await cli(
+        "lwm2m-oscore", "export", "--endpoint", endpoints[0], "--endpoint", endpoints[1]
+    )
+    assert code == 0 and "exported 2 LwM2M OSCORE context(s)" in err, err
+    for line in map(json.loads, out.splitlines()):
+        device = given[line["endpoint"]]
+        assert bytes.fromhex(line["master_secret_hex"]) == device[0] and len(device[0]) == 32
+        assert bytes.fromhex(line["sender_id_hex"]) == device[1]
+        assert bytes.fromhex(line["recipient_id_hex"]) == device[2]
+        assert (line["aead_algorithm"], line["hmac_algorithm"]) == (device[3], device[4]) == (10, -10)
+        assert bytes.fromhex(line["master_salt_hex"]) == device[5]
+    code, out, _ = await cli("lwm2m-oscore", "list")
+    assert f"{endpoints[1]}\t{given[endpoints[1]][1].hex()}\t" in out
+    assert given[endpoints[1]][0].hex() not in out

@@ -16,14 +16,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootstrap.bootstrap_plan import (
+    OSCORE_IID,
     BootstrapConfig,
     DeviceCredentials,
+    OscoreContext,
     SecurityModeName,
     choose_instance_ids,
     plan_objects,
 )
 from bootstrap.errors import BadRequest
-from bootstrap.lwm2m import SUPPORTED_FORMATS, Path, SecurityMode, decode, encode
+from bootstrap.lwm2m import (
+    SUPPORTED_FORMATS,
+    ObjLink,
+    OscoreResource,
+    Path,
+    SecurityMode,
+    SecurityResource,
+    decode,
+    encode,
+)
 from tests.session_helpers import config_for, credentials_for, self_signed
 
 MODES: tuple[SecurityModeName, ...] = ("est", "certificate", "psk", "nosec")
@@ -232,3 +243,67 @@ def test_psk_plans_round_trip_through_every_format(
     for object_id, instances in objects.items():
         path = Path(object_id, iid)
         assert decode(fmt, encode(fmt, path, instances), path) == instances
+
+
+OSCORE_CONTEXT = OscoreContext(
+    master_secret=bytes(range(32)), sender_id=b"\x01\x02", recipient_id=b"\x03", master_salt=b"salt"
+)
+
+
+@pytest.mark.parametrize("fmt", sorted(SUPPORTED_FORMATS))
+def test_oscore_plan_links_a_per_device_context(fmt: int) -> None:
+    """nosec + oscore: /0/x/17 links /21/1, which holds the context (RFC 8613 §3.2 defaults), and
+    every format carries the three objects back unchanged."""
+    config = config_for("nosec", oscore=True)
+    objects = plan_objects(config, DeviceCredentials(oscore=OSCORE_CONTEXT), security_iid=2, server_iid=1)
+    assert sorted(objects) == [0, 1, 21]
+    security = objects[0][2]
+    assert security[SecurityResource.SECURITY_MODE] == SecurityMode.NOSEC
+    assert security[SecurityResource.OSCORE_SECURITY_MODE] == ObjLink(21, OSCORE_IID)
+    assert objects[21][OSCORE_IID] == {
+        OscoreResource.MASTER_SECRET: bytes(range(32)),
+        OscoreResource.SENDER_ID: b"\x01\x02",
+        OscoreResource.RECIPIENT_ID: b"\x03",
+        OscoreResource.AEAD_ALGORITHM: 10,
+        OscoreResource.HMAC_ALGORITHM: -10,
+        OscoreResource.MASTER_SALT: b"salt",
+    }
+    if fmt == 11542:  # TLV serves 1.0 clients, which OSCORE does not: the plan for them is refused
+        with pytest.raises(BadRequest, match=r"LwM2M 1\.1"):
+            plan_objects(
+                config,
+                DeviceCredentials(oscore=OSCORE_CONTEXT),
+                security_iid=2,
+                server_iid=1,
+                lwm2m_version="1.0",
+            )
+    for object_id, instances in objects.items():
+        path = Path(object_id)
+        assert decode(fmt, encode(fmt, path, instances), path) == instances
+
+
+def test_oscore_rules() -> None:
+    """oscore only protects nosec; it needs a context, and a sound one; no context without oscore."""
+    for mode in ("est", "certificate", "psk"):
+        with pytest.raises(BadRequest) as caught:
+            config_for(mode, oscore=True).validate()
+        assert caught.value.field == "oscore"
+    config = config_for("nosec", oscore=True)
+    with pytest.raises(BadRequest, match="needs device credentials"):
+        plan_objects(config, None, security_iid=1, server_iid=1)
+    for bad, message in (
+        (dataclasses.replace(OSCORE_CONTEXT, recipient_id=b"\x01\x02"), "must differ"),
+        (dataclasses.replace(OSCORE_CONTEXT, sender_id=bytes(8)), "at most 7 bytes"),
+        (dataclasses.replace(OSCORE_CONTEXT, master_secret=bytes(15)), "at least 16 bytes"),
+    ):
+        with pytest.raises(BadRequest, match=message):
+            plan_objects(config, DeviceCredentials(oscore=bad), security_iid=1, server_iid=1)
+    with pytest.raises(BadRequest, match="takes no psk_key"):
+        plan_objects(
+            config, DeviceCredentials(oscore=OSCORE_CONTEXT, psk_key=b"k"), security_iid=1, server_iid=1
+        )
+    with pytest.raises(BadRequest, match="does not ask for oscore"):
+        plan_objects(
+            config_for("nosec"), DeviceCredentials(oscore=OSCORE_CONTEXT), security_iid=1, server_iid=1
+        )
+    assert "master_secret" not in repr(OSCORE_CONTEXT)  # the secret stays out of logs

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrap.bootstrap_plan import SecurityModeName
+from bootstrap.bootstrap_plan import DeviceCredentials, OscoreContext, SecurityModeName
 from bootstrap.errors import BadRequest, NotAcceptable
-from bootstrap.lwm2m import ContentFormat, Path, SecurityMode, decode, encode
+from bootstrap.lwm2m import ContentFormat, ObjLink, Path, SecurityMode, decode, encode
 from bootstrap.lwm2m.session import (
     PACK_FORMATS,
     TRANSITIONS,
@@ -21,7 +21,7 @@ from bootstrap.lwm2m.session import (
     request_version,
 )
 from device_sim.lwm2m_client import ClientError, SimLwm2mClient
-from tests.session_helpers import START, config_for, credentials_for, make_pair, self_signed
+from tests.session_helpers import START, DevicePair, config_for, credentials_for, make_pair, self_signed
 
 MODES: tuple[SecurityModeName, ...] = ("est", "certificate", "psk", "nosec")
 MODE_NUMBER = {"est": 4, "certificate": 2, "psk": 0, "nosec": 3}
@@ -508,3 +508,72 @@ def test_simulated_clients_own_what_they_decode() -> None:
     third = SimLwm2mClient(endpoint="c")
     third.handle("PUT", "/2/0", payload, fmt)
     assert third.objects[2][0][2] == {101: 15}
+
+
+# -- OSCORE ------------------------------------------------------------------------------------------
+
+
+OSCORE = OscoreContext(master_secret=bytes(range(32)), sender_id=b"\x07", recipient_id=b"\x08")
+# A factory account protected by an old OSCORE context, which must not survive the bootstrap.
+OSCORE_FACTORY = {
+    0: {2: {0: "coap://old.example", 1: False, 2: 3, 3: b"", 4: b"", 5: b"", 10: 7, 17: ObjLink(21, 0)}},
+    1: {0: {0: 7, 1: 60, 6: True, 7: "U"}},
+    21: {0: {0: b"old secret 16 bytes!", 1: b"\x01", 2: b"\x02"}},
+}
+
+
+@pytest.mark.parametrize("fmt", [110, 112, 11544])
+def test_oscore_context_replaces_the_old_one_by_session_and_by_pack(fmt: int) -> None:
+    """nosec + oscore: the old /21 instance is deleted, the new context written and linked; the
+    pack leaves the client in the same state."""
+    config = config_for("nosec", oscore=True)
+    credentials = DeviceCredentials(oscore=OSCORE)
+    client = SimLwm2mClient(lwm2m_version="1.2", factory=OSCORE_FACTORY)  # type: ignore[arg-type]
+    session = BootstrapSession(
+        endpoint=client.endpoint,
+        lwm2m_version=request_version(fmt),
+        preferred_format=fmt,
+        config=config,
+        credentials=credentials,
+        now=START,
+    )
+    pair = DevicePair(session=session, client=client)
+    pair.run()
+    assert pair.session.outcome == "success", pair.session.reason
+    assert [(op.method, op.path) for op in pair.sent] == [
+        ("GET", "/"),
+        ("DELETE", "/0/2"),
+        ("DELETE", "/1/0"),
+        ("DELETE", "/21/0"),
+        ("PUT", "/0/1"),
+        ("PUT", "/1/1"),
+        ("PUT", "/21/1"),
+        ("POST", "/bs"),
+    ]
+    account = client.server_account()
+    assert account is not None and account.security_mode == 3 and account.uri.startswith("coap://")
+    assert account.oscore is not None
+    assert (account.oscore[0], account.oscore[1], account.oscore[2]) == (bytes(range(32)), b"\x07", b"\x08")
+    assert sorted(client.objects[21]) == [1]
+
+    packed = SimLwm2mClient(lwm2m_version="1.2", factory=OSCORE_FACTORY)  # type: ignore[arg-type]
+    packed.apply_pack(build_pack(config, credentials, fmt), fmt)
+    assert packed.snapshot() == client.snapshot()
+
+
+def test_oscore_is_refused_for_legacy_clients() -> None:
+    """A 1.0 client has no OSCORE object: the session fails before any Write."""
+    client = SimLwm2mClient(lwm2m_version="1.0")
+    session = BootstrapSession(
+        endpoint=client.endpoint,
+        lwm2m_version=request_version(None),
+        preferred_format=None,
+        config=config_for("nosec", oscore=True),
+        credentials=DeviceCredentials(oscore=OSCORE),
+        now=START,
+    )
+    pair = DevicePair(session=session, client=client)
+    pair.run()
+    assert pair.session.outcome == "failed"
+    assert "1.1" in (pair.session.reason or "")
+    assert not [op for op in pair.sent if op.method == "PUT"]

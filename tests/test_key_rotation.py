@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
+from bootstrap.bootstrap_plan import OscoreContext
 from bootstrap.issuer_service import IssuerService
 from bootstrap.keys import (
     SEALED_COLUMNS,
@@ -37,6 +38,12 @@ HMAC_KEY = "0123456789ABCDEF0123456789ABCDEF"
 SERVER_NAMES = ("bootstrap.example", "localhost")
 DEVICES = {f"rot-dev-{i}": os.urandom(16) for i in range(3)}
 LWM2M_PSKS = {f"rot-lwm2m-{i}": os.urandom(32) for i in range(2)}
+LWM2M_OSCORE = {
+    f"rot-oscore-{i}": OscoreContext(
+        master_secret=os.urandom(32), sender_id=bytes([i, 1]), recipient_id=b"\x00"
+    )
+    for i in range(2)
+}
 EXPECTED_COUNTS = {
     "certificate_issuers.credentials": 1,
     "builtin_ca.root_key": 1,
@@ -44,6 +51,7 @@ EXPECTED_COUNTS = {
     "device_credentials.psk_key": len(DEVICES),
     "server_certificates.private_key": 1,
     "lwm2m_psk_accounts.psk_key": len(LWM2M_PSKS),
+    "lwm2m_oscore_accounts.master_secret": len(LWM2M_OSCORE),
 }
 
 
@@ -81,6 +89,8 @@ async def populate(pool: asyncpg.Pool, box: SecretBox) -> None:
         await devices.put(pool, box, devices.PskCredential(endpoint, f"id-{endpoint}", key))
     for endpoint, key in LWM2M_PSKS.items():
         await bootstrap_configs.put_lwm2m_psk(pool, box, endpoint, f"id-{endpoint}", key)
+    for endpoint, context in LWM2M_OSCORE.items():
+        await bootstrap_configs.put_lwm2m_oscore(pool, box, endpoint, context)
 
 
 async def sealed_blobs(pool: asyncpg.Pool) -> dict[tuple[str, str], bytes]:
@@ -136,6 +146,9 @@ async def test_rotation_reseals_every_secret_under_the_new_key(
         )
     for endpoint, key in LWM2M_PSKS.items():
         assert await bootstrap_configs.lwm2m_psk(pool, new, endpoint) == (f"id-{endpoint}", key)
+    async with pool.acquire() as conn:
+        exported = {a.endpoint: a.context async for a in bootstrap_configs.export_lwm2m_oscore(conn, new)}
+    assert exported == LWM2M_OSCORE
     after_server = await ensure_issued(pool, new, SERVER_NAMES)  # reused, not issued anew
     assert after_server.chain[0] == before_server.chain[0]
     assert after_server.private_key.private_numbers() == before_server.private_key.private_numbers()
@@ -215,7 +228,7 @@ def test_every_module_that_seals_is_covered_by_the_registry() -> None:
         "store/builtin_ca.py": "builtin_ca.root_key, builtin_ca.issuing_key",
         "store/devices.py": "device_credentials.psk_key",
         "server_identity.py": "server_certificates.private_key",
-        "store/bootstrap_configs.py": "lwm2m_psk_accounts.psk_key",
+        "store/bootstrap_configs.py": "lwm2m_psk_accounts.psk_key, lwm2m_oscore_accounts.master_secret",
     }
     assert sealing == set(covered), "add the new sealed column to bootstrap.keys.SEALED_COLUMNS"
     labels = {c.label for c in SEALED_COLUMNS}

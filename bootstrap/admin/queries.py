@@ -17,7 +17,7 @@ import asyncpg
 
 from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from ..store import Queryable
-from ..store.bootstrap_configs import DEFAULT_SCOPE, StoredConfig, stored_from_record
+from ..store.bootstrap_configs import CONFIG_COLUMNS, DEFAULT_SCOPE, StoredConfig, stored_from_record
 from ..store.trust import STATUSES, TrustedCertificate
 
 
@@ -282,10 +282,6 @@ async def record_revocation(conn: Queryable, cert_id: int, reason: str) -> async
 
 # --- bootstrap configurations ------------------------------------------------------------------
 
-BOOTSTRAP_CONFIG_COLUMNS = (
-    "scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,"
-    " certificate_usage, created_at, updated_at, etag"
-)
 #: Paging key: the default (``*``) before every endpoint, endpoints in byte order (``C`` collation, so
 #: the order does not depend on the database locale).
 _SCOPE_KEY = f"(CASE WHEN scope = '{DEFAULT_SCOPE}' THEN '' ELSE scope END) COLLATE \"C\""
@@ -317,7 +313,7 @@ async def bootstrap_config_page(
     conn: Queryable, filters: BootstrapConfigFilters, page: Page
 ) -> list[StoredConfig]:
     """One page of configurations, the default first (``page.after`` is a :func:`scope_key`)."""
-    rows = await _page(conn, "bootstrap_configs", BOOTSTRAP_CONFIG_COLUMNS, _SCOPE_KEY, filters.where(), page)
+    rows = await _page(conn, "bootstrap_configs", CONFIG_COLUMNS, _SCOPE_KEY, filters.where(), page)
     return [stored_from_record(r) for r in rows]
 
 
@@ -331,7 +327,7 @@ async def bootstrap_config_row(
 ) -> StoredConfig | None:
     """The configuration of exactly ``scope`` (stored form), or ``None``."""
     record = await conn.fetchrow(
-        f"SELECT {BOOTSTRAP_CONFIG_COLUMNS} FROM bootstrap_configs WHERE scope = $1"  # noqa: S608
+        f"SELECT {CONFIG_COLUMNS} FROM bootstrap_configs WHERE scope = $1"  # noqa: S608
         + (" FOR UPDATE" if for_update else ""),
         scope,
     )

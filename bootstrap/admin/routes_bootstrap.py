@@ -25,7 +25,7 @@ from ..store import bootstrap_configs
 from ..store.bootstrap_configs import DEFAULT_SCOPE, StoredConfig
 from . import queries
 from .context import Resource, context
-from .fields import Body, JsonSchema, Prop, Query, QuerySpec, Str, ValueSpec
+from .fields import Body, Bool, JsonSchema, Prop, Query, QuerySpec, Str, ValueSpec
 from .http import (
     DATE_TIME,
     NO_CONTENT,
@@ -152,6 +152,13 @@ PUT_BODY = Body(
             nullable=True,
             description="Certificate Usage (/0/x/15), certificate modes only; absent means 3.",
         ),
+        Prop(
+            name="oscore",
+            spec=Bool(),
+            description="Security mode nosec only: each device gets its own OSCORE context (RFC 8613) in "
+            "/21, linked from /0/x/17, protecting its coap:// connection; the LwM2M server gets the "
+            "contexts from lwm2m-bootstrap lwm2m-oscore export. Default false.",
+        ),
     ),
     description="The whole configuration: fields left out take their defaults.",
 )
@@ -194,6 +201,7 @@ def encode_config(stored: StoredConfig) -> dict[str, Any]:
         "server_certificate": pem,
         "server_certificate_subject": subject,
         "certificate_usage": config.certificate_usage,
+        "oscore": config.oscore,
         "created_at": timestamp(stored.created_at),
         "updated_at": timestamp(stored.updated_at),
         "etag": stored.etag,
@@ -231,6 +239,7 @@ def _config(body: dict[str, Any]) -> BootstrapConfig:
         binding=body.get("binding", "U"),
         server_certificate_der=_certificate_der(body.get("server_certificate")),
         certificate_usage=body.get("certificate_usage"),
+        oscore=body.get("oscore", False),
     )
     try:
         config.validate()
@@ -399,6 +408,7 @@ _CONFIG_PROPERTIES: dict[str, Any] = {
         "description": "RFC 4514 subject of server_certificate.",
     },
     "certificate_usage": {"type": ["integer", "null"], "minimum": 0, "maximum": 3},
+    "oscore": {"type": "boolean"},
     "created_at": DATE_TIME,
     "updated_at": DATE_TIME,
     "etag": {"type": "string"},

@@ -12,7 +12,7 @@ commands on :data:`main` when imported:
 - :mod:`.issuers`: ``issuer``, ``service``
 - :mod:`.credentials`: ``trust``, ``device``
 - :mod:`.configs`: ``config``
-- :mod:`.lwm2m_psks`: ``lwm2m-psk``
+- :mod:`.lwm2m_accounts`: ``lwm2m-psk``, ``lwm2m-oscore``
 - :mod:`bootstrap.admin.cli_commands`: ``apikey``
 - :mod:`bootstrap.keys_cli`: ``keys``
 """
@@ -45,7 +45,14 @@ from .credentials import (  # isort: skip
     trust_list,
     trust_remove,
 )
-from .lwm2m_psks import lwm2m_psk, lwm2m_psk_export, lwm2m_psk_list  # isort: skip
+from .lwm2m_accounts import (  # isort: skip
+    lwm2m_oscore,
+    lwm2m_oscore_export,
+    lwm2m_oscore_list,
+    lwm2m_psk,
+    lwm2m_psk_export,
+    lwm2m_psk_list,
+)
 from .issuers import (  # isort: skip
     issuer,
     issuer_create,
@@ -94,6 +101,9 @@ __all__ = [
     "issuer_show",
     "issuer_verify",
     "keys",
+    "lwm2m_oscore",
+    "lwm2m_oscore_export",
+    "lwm2m_oscore_list",
     "lwm2m_psk",
     "lwm2m_psk_export",
     "lwm2m_psk_list",

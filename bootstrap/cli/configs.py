@@ -48,7 +48,7 @@ def config() -> None:
     type=click.Choice(["est", "certificate", "psk", "nosec"]),
     required=True,
     help="est: device makes a key and enrolls by EST; certificate: server-side key generation; "
-    "psk: a generated PSK; nosec: development LwM2M servers only.",
+    "psk: a generated PSK; nosec: no DTLS (development LwM2M servers, or with --oscore).",
 )
 @click.option(
     "--server-cert",
@@ -60,6 +60,12 @@ def config() -> None:
 @click.option("--short-server-id", type=click.IntRange(1, 65534), default=1, show_default=True)
 @click.option("--lifetime", type=click.IntRange(min=1), default=86400, show_default=True, help="Seconds.")
 @click.option("--binding", default="U", show_default=True)
+@click.option(
+    "--oscore",
+    is_flag=True,
+    help="With --security-mode nosec: each device gets its own OSCORE context (/21, RFC 8613) "
+    "protecting its coap:// connection; the LwM2M server gets it from lwm2m-oscore export.",
+)
 def config_set(
     endpoint: str | None,
     server_uri: str,
@@ -69,6 +75,7 @@ def config_set(
     short_server_id: int,
     lifetime: int,
     binding: str,
+    oscore: bool,
     **values: Any,
 ) -> None:
     """Create or replace a bootstrap configuration (validated before it is stored)."""
@@ -84,6 +91,7 @@ def config_set(
         binding=binding,
         server_certificate_der=_load_certificate_der(server_cert) if server_cert else None,
         certificate_usage=certificate_usage,
+        oscore=oscore,
     )
 
     async def put(settings: Settings, database: Database) -> StoredConfig:
@@ -93,7 +101,8 @@ def config_set(
 
     stored = with_database(settings, put)
     scope = "default configuration" if stored.scope == bootstrap_configs.DEFAULT_SCOPE else stored.scope
-    click.echo(f"{scope}: {stored.config.security_mode} -> {stored.config.server_uri}")
+    oscore_note = " with OSCORE" if stored.config.oscore else ""
+    click.echo(f"{scope}: {stored.config.security_mode}{oscore_note} -> {stored.config.server_uri}")
 
 
 @config.command("show")
@@ -112,6 +121,7 @@ def config_show(endpoint: str | None, **values: Any) -> None:
     click.echo(f"scope:             {scope}")
     click.echo(f"server uri:        {item.server_uri}")
     click.echo(f"security mode:     {item.security_mode}")
+    click.echo(f"oscore:            {'yes' if item.oscore else 'no'}")
     click.echo(f"short server id:   {item.short_server_id}")
     click.echo(f"lifetime:          {item.lifetime}")
     click.echo(f"binding:           {item.binding}")

@@ -481,7 +481,9 @@ class BootstrapSession:
                 continue
             if path.object_id == ObjectId.SECURITY and path.instance_id in self._spared:
                 continue  # Rule 3: never the Bootstrap-Server account
-            if path.object_id in (ObjectId.SECURITY, ObjectId.SERVER):
+            # /21 too, as Leshan does: an OSCORE context left behind would keep its secret on the
+            # device. Our own Bootstrap-Server account is never an OSCORE one (it is this session).
+            if path.object_id in (ObjectId.SECURITY, ObjectId.SERVER, ObjectId.OSCORE):
                 self._queue.append(self._operation(OperationKind.DELETE, "DELETE", str(path)))
 
     def _enter_writing(self) -> None:
@@ -582,7 +584,7 @@ def _writes(
     lwm2m_version: str | None,
     fmt: int,
 ) -> tuple[Mapping[int, Instances], tuple[tuple[Path, bytes], ...]]:
-    """The planned /0 and /1 instances and one encoded Write per instance."""
+    """The planned /0 and /1 (and /21) instances and one encoded Write per instance."""
     objects = plan_objects(
         config, credentials, security_iid=security_iid, server_iid=server_iid, lwm2m_version=lwm2m_version
     )

@@ -1,5 +1,5 @@
-"""Bootstrap configurations (a default and per-endpoint overrides), the PSK accounts provisioned
-for the LwM2M server, and the record of every bootstrap."""
+"""Bootstrap configurations (a default and per-endpoint overrides), the PSK accounts and OSCORE
+contexts provisioned for the LwM2M server, and the record of every bootstrap."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from ..bootstrap_plan import BootstrapConfig
+from ..bootstrap_plan import BootstrapConfig, OscoreContext
 from ..errors import NotFound
 from ..secretbox import SecretBox
 from . import Queryable
@@ -19,9 +19,10 @@ from . import Queryable
 #: Scope of the configuration used by endpoints without their own.
 DEFAULT_SCOPE = "*"
 
-_COLUMNS = (
+#: The columns :func:`stored_from_record` reads (the admin API's queries select them too).
+CONFIG_COLUMNS = (
     "scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,"
-    " certificate_usage, created_at, updated_at, etag"
+    " certificate_usage, oscore, created_at, updated_at, etag"
 )
 
 
@@ -48,6 +49,7 @@ def stored_from_record(record: asyncpg.Record) -> StoredConfig:
             binding=record["binding"],
             server_certificate_der=record["server_certificate"],
             certificate_usage=record["certificate_usage"],
+            oscore=record["oscore"],
         ),
         created_at=record["created_at"],
         updated_at=record["updated_at"],
@@ -61,14 +63,15 @@ async def put(conn: Queryable, scope: str, config: BootstrapConfig) -> StoredCon
     record = await conn.fetchrow(
         f"""INSERT INTO bootstrap_configs
                (scope, server_uri, security_mode, short_server_id, lifetime, binding, server_certificate,
-                certificate_usage, etag)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                certificate_usage, oscore, etag)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (scope) DO UPDATE SET
                 server_uri = excluded.server_uri, security_mode = excluded.security_mode,
                 short_server_id = excluded.short_server_id, lifetime = excluded.lifetime,
                 binding = excluded.binding, server_certificate = excluded.server_certificate,
-                certificate_usage = excluded.certificate_usage, updated_at = now(), etag = excluded.etag
-            RETURNING {_COLUMNS}""",
+                certificate_usage = excluded.certificate_usage, oscore = excluded.oscore,
+                updated_at = now(), etag = excluded.etag
+            RETURNING {CONFIG_COLUMNS}""",
         scope,
         config.server_uri,
         config.security_mode,
@@ -77,6 +80,7 @@ async def put(conn: Queryable, scope: str, config: BootstrapConfig) -> StoredCon
         config.binding,
         config.server_certificate_der,
         config.certificate_usage,
+        config.oscore,
         uuid.uuid4().hex,
     )
     assert record is not None
@@ -85,7 +89,7 @@ async def put(conn: Queryable, scope: str, config: BootstrapConfig) -> StoredCon
 
 async def get(conn: Queryable, scope: str) -> StoredConfig:
     """The configuration of exactly ``scope``; 404 if there is none."""
-    record = await conn.fetchrow(f"SELECT {_COLUMNS} FROM bootstrap_configs WHERE scope = $1", scope)
+    record = await conn.fetchrow(f"SELECT {CONFIG_COLUMNS} FROM bootstrap_configs WHERE scope = $1", scope)
     if record is None:
         raise NotFound(
             f"no bootstrap configuration for {'the default' if scope == DEFAULT_SCOPE else scope!r}"
@@ -96,7 +100,7 @@ async def get(conn: Queryable, scope: str) -> StoredConfig:
 async def effective(conn: Queryable, endpoint: str) -> StoredConfig | None:
     """The endpoint's own configuration, else the default, else ``None`` (one indexed lookup)."""
     record = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM bootstrap_configs WHERE scope = $1 OR scope = $2"
+        f"SELECT {CONFIG_COLUMNS} FROM bootstrap_configs WHERE scope = $1 OR scope = $2"
         " ORDER BY scope = $2 LIMIT 1",
         endpoint,
         DEFAULT_SCOPE,
@@ -115,7 +119,9 @@ async def delete(conn: Queryable, scope: str) -> None:
 async def list_all(conn: Queryable, *, limit: int = 100) -> list[StoredConfig]:
     """Configurations, the default first."""
     records = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM bootstrap_configs ORDER BY scope <> $1, scope LIMIT $2", DEFAULT_SCOPE, limit
+        f"SELECT {CONFIG_COLUMNS} FROM bootstrap_configs ORDER BY scope <> $1, scope LIMIT $2",
+        DEFAULT_SCOPE,
+        limit,
     )
     return [stored_from_record(r) for r in records]
 
@@ -206,6 +212,107 @@ async def export_lwm2m_psks(
                 key=box.open(record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"),
                 provisioned_at=record["created_at"],
             )
+
+
+class SenderIdTaken(Exception):
+    """Another endpoint's OSCORE context already has this Sender ID (draw another)."""
+
+
+async def put_lwm2m_oscore(conn: Queryable, box: SecretBox, endpoint: str, context: OscoreContext) -> None:
+    """Store the OSCORE context given to ``endpoint`` for its LwM2M server (replacing an older one).
+
+    Raises:
+        SenderIdTaken: The Sender ID belongs to another endpoint's context; nothing was written.
+    """
+    try:
+        await conn.execute(
+            """INSERT INTO lwm2m_oscore_accounts
+                   (endpoint, sender_id, recipient_id, master_secret, master_salt, aead_algorithm,
+                    hmac_algorithm)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (endpoint) DO UPDATE SET
+                   sender_id = excluded.sender_id, recipient_id = excluded.recipient_id,
+                   master_secret = excluded.master_secret, master_salt = excluded.master_salt,
+                   aead_algorithm = excluded.aead_algorithm, hmac_algorithm = excluded.hmac_algorithm,
+                   created_at = now()""",
+            endpoint,
+            context.sender_id,
+            context.recipient_id,
+            box.seal(context.master_secret, context=f"lwm2m_oscore_accounts:{endpoint}:master_secret"),
+            context.master_salt,
+            context.aead_algorithm,
+            context.hmac_algorithm,
+        )
+    except asyncpg.UniqueViolationError:
+        raise SenderIdTaken(context.sender_id.hex()) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LwM2MOscoreAccount:
+    """An OSCORE context written to a device, as its LwM2M server needs it."""
+
+    endpoint: str
+    context: OscoreContext
+    provisioned_at: dt.datetime
+
+
+async def lwm2m_oscore_ids(conn: Queryable, *, limit: int) -> list[tuple[str, bytes, dt.datetime]]:
+    """Endpoints with an OSCORE context, newest first: (endpoint, device's Sender ID, provisioned at)."""
+    records = await conn.fetch(
+        """SELECT endpoint, sender_id, created_at FROM lwm2m_oscore_accounts
+            ORDER BY created_at DESC, endpoint LIMIT $1""",
+        limit,
+    )
+    return [(r["endpoint"], r["sender_id"], r["created_at"]) for r in records]
+
+
+async def endpoints_without_lwm2m_oscore(conn: Queryable, endpoints: Sequence[str]) -> list[str]:
+    """Those of ``endpoints`` that have no OSCORE context, in the order given."""
+    have = {
+        r["endpoint"]
+        for r in await conn.fetch(
+            "SELECT endpoint FROM lwm2m_oscore_accounts WHERE endpoint = ANY($1::text[])", list(endpoints)
+        )
+    }
+    return [endpoint for endpoint in endpoints if endpoint not in have]
+
+
+async def export_lwm2m_oscore(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    box: SecretBox,
+    *,
+    endpoints: Sequence[str] | None = None,
+    since: dt.datetime | None = None,
+) -> AsyncIterator[LwM2MOscoreAccount]:
+    """Like :func:`export_lwm2m_psks`, for the OSCORE contexts (master secrets opened).
+
+    Raises:
+        SecretError: A master secret does not open under ``box``.
+    """
+    async with conn.transaction(readonly=True):
+        cursor = conn.cursor(
+            """SELECT endpoint, sender_id, recipient_id, master_secret, master_salt, aead_algorithm,
+                      hmac_algorithm, created_at
+                 FROM lwm2m_oscore_accounts
+                WHERE ($1::text[] IS NULL OR endpoint = ANY($1::text[]))
+                  AND ($2::timestamptz IS NULL OR created_at >= $2)
+                ORDER BY created_at, endpoint""",
+            None if endpoints is None else list(endpoints),
+            since,
+        )
+        async for record in cursor:
+            endpoint = record["endpoint"]
+            context = OscoreContext(
+                master_secret=box.open(
+                    record["master_secret"], context=f"lwm2m_oscore_accounts:{endpoint}:master_secret"
+                ),
+                sender_id=record["sender_id"],
+                recipient_id=record["recipient_id"],
+                master_salt=record["master_salt"],
+                aead_algorithm=record["aead_algorithm"],
+                hmac_algorithm=record["hmac_algorithm"],
+            )
+            yield LwM2MOscoreAccount(endpoint=endpoint, context=context, provisioned_at=record["created_at"])
 
 
 @dataclass(frozen=True, kw_only=True)
