@@ -540,6 +540,10 @@ async def test_oscore_contexts_reach_devices_and_their_lwm2m_server(
             "--security-mode", "nosec", "--oscore",
         )  # fmt: skip
         assert code == 0 and "nosec with OSCORE" in out, err
+    code, out, _ = await cli("config", "list")
+    assert code == 0 and f"{endpoints[0]}\tnosec + oscore\tcoap://lwm2m.example:5683\t" in out
+    code, out, _ = await cli("config", "show", "--endpoint", endpoints[1])
+    assert code == 0 and "oscore:            yes" in out
     given = {}
     for endpoint, use_pack in zip(endpoints, (True, False), strict=True):
         journey = await run_journey(

@@ -150,7 +150,7 @@ def config_list(**values: Any) -> None:
         [
             [
                 "default" if r.scope == bootstrap_configs.DEFAULT_SCOPE else r.scope,
-                r.config.security_mode,
+                r.config.security_mode + (" + oscore" if r.config.oscore else ""),
                 r.config.server_uri,
                 str(r.config.short_server_id),
                 str(r.config.lifetime),
