@@ -423,6 +423,18 @@ def test_query_parsing_and_identity_rules() -> None:
     assert check_identity(query, None, allow_unauthenticated=True) == "dev-1"
 
 
+async def run_cli(database_url: str, key: str, data_dir: Path, *args: str) -> tuple[int, str, str]:
+    """``python -m bootstrap ARGS`` against the test database with master key ``key``:
+    (exit code, stdout, stderr)."""
+    env = {**os.environ, "LWM2M_BOOTSTRAP_MASTER_KEY": key, "DATABASE_URL": database_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bootstrap", *args, "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
 async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
     server: BootstrapServer,
     server_uri: str,
@@ -446,16 +458,8 @@ async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
     account = journey.account
     assert account.security_mode == 0 and len(account.secret_key) == 32
 
-    env = {**os.environ, "LWM2M_BOOTSTRAP_MASTER_KEY": master_key_b64, "DATABASE_URL": database_url}
-
     async def cli(*args: str, key: str = master_key_b64) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bootstrap", "lwm2m-psk", *args, "--data-dir", str(tmp_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**env, "LWM2M_BOOTSTRAP_MASTER_KEY": key},
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode or 0, out.decode(), err.decode()
+        return await run_cli(database_url, key, tmp_path, "lwm2m-psk", *args)
 
     exported = tmp_path / "lwm2m-psks.jsonl"
     code, out, err = await cli("export", "--endpoint", endpoint, "--output", str(exported))
@@ -517,15 +521,9 @@ async def test_oscore_contexts_reach_devices_and_their_lwm2m_server(
 ) -> None:
     """`config set --security-mode nosec --oscore`: each device, by pack or by request, gets its own
     context in /21 linked from /0/x/17, and `lwm2m-oscore export` gives the LwM2M server the same."""
-    env = {**os.environ, "LWM2M_BOOTSTRAP_MASTER_KEY": master_key_b64, "DATABASE_URL": database_url}
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bootstrap", *args, "--data-dir", str(tmp_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode or 0, out.decode(), err.decode()
+        return await run_cli(database_url, master_key_b64, tmp_path, *args)
 
     chain = await ca_certificates(server_uri, coap_client)
     endpoints = [f"osc-{unique}-{i}" for i in range(2)]

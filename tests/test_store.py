@@ -183,9 +183,10 @@ async def test_lwm2m_psk_export_filters_and_orders(pool: asyncpg.Pool, box: Secr
         (endpoints[0], f"id-{endpoints[0]}", b"new key"),
     ]
     assert {e for e, _, _ in await export(endpoints=endpoints, since=cutoff)} == {endpoints[0], endpoints[2]}
-    assert await bootstrap_configs.endpoints_without_lwm2m_psk(pool, [endpoints[1], f"none-{unique}"]) == [
-        f"none-{unique}"
-    ]
+    missing = await bootstrap_configs.endpoints_without_account(
+        pool, [endpoints[1], f"none-{unique}"], table="lwm2m_psk_accounts"
+    )
+    assert missing == [f"none-{unique}"]
     listed = [row[0] for row in await bootstrap_configs.lwm2m_psk_identities(pool, limit=100_000)]
     assert endpoints[1] in listed
     async with pool.acquire() as conn:

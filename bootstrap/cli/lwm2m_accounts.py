@@ -11,6 +11,7 @@ audit. ``list`` shows which accounts exist, without secrets.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import sys
@@ -197,7 +198,7 @@ def lwm2m_psk_export(
         endpoints=endpoints,
         since=since,
         output=output,
-        missing=bootstrap_configs.endpoints_without_lwm2m_psk,
+        missing=functools.partial(bootstrap_configs.endpoints_without_account, table="lwm2m_psk_accounts"),
         accounts=bootstrap_configs.export_lwm2m_psks,
         line=_psk_line,
     )
@@ -262,7 +263,7 @@ def lwm2m_oscore_export(
         endpoints=endpoints,
         since=since,
         output=output,
-        missing=bootstrap_configs.endpoints_without_lwm2m_oscore,
+        missing=functools.partial(bootstrap_configs.endpoints_without_account, table="lwm2m_oscore_accounts"),
         accounts=bootstrap_configs.export_lwm2m_oscore,
         line=_oscore_line,
     )

@@ -8,6 +8,7 @@ import operator
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import asyncpg
 
@@ -171,12 +172,19 @@ async def lwm2m_psk_identities(conn: Queryable, *, limit: int) -> list[tuple[str
     return [(r["endpoint"], r["psk_identity"], r["created_at"]) for r in records]
 
 
-async def endpoints_without_lwm2m_psk(conn: Queryable, endpoints: Sequence[str]) -> list[str]:
-    """Those of ``endpoints`` that have no provisioned PSK account, in the order given."""
+async def endpoints_without_account(
+    conn: Queryable,
+    endpoints: Sequence[str],
+    *,
+    table: Literal["lwm2m_psk_accounts", "lwm2m_oscore_accounts"],
+) -> list[str]:
+    """Those of ``endpoints`` that have no row in ``table`` (PSK accounts or OSCORE contexts), in
+    the order given."""
     have = {
         r["endpoint"]
         for r in await conn.fetch(
-            "SELECT endpoint FROM lwm2m_psk_accounts WHERE endpoint = ANY($1::text[])", list(endpoints)
+            f"SELECT endpoint FROM {table} WHERE endpoint = ANY($1::text[])",  # table: one of two names
+            list(endpoints),
         )
     }
     return [endpoint for endpoint in endpoints if endpoint not in have]
@@ -264,17 +272,6 @@ async def lwm2m_oscore_ids(conn: Queryable, *, limit: int) -> list[tuple[str, by
         limit,
     )
     return [(r["endpoint"], r["sender_id"], r["created_at"]) for r in records]
-
-
-async def endpoints_without_lwm2m_oscore(conn: Queryable, endpoints: Sequence[str]) -> list[str]:
-    """Those of ``endpoints`` that have no OSCORE context, in the order given."""
-    have = {
-        r["endpoint"]
-        for r in await conn.fetch(
-            "SELECT endpoint FROM lwm2m_oscore_accounts WHERE endpoint = ANY($1::text[])", list(endpoints)
-        )
-    }
-    return [endpoint for endpoint in endpoints if endpoint not in have]
 
 
 async def export_lwm2m_oscore(
