@@ -508,6 +508,34 @@ async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
     assert sorted(os.listdir(tmp_path)) == sorted(before)  # no file, no leftover partial one
 
 
+def oscore_peer(directory: Path, *, sender: bytes, recipient: bytes, secret: bytes, salt: bytes) -> Any:
+    """An aiocoap OSCORE security context (a real RFC 8613 implementation) with these parameters."""
+    from aiocoap.oscore import FilesystemSecurityContext
+
+    directory.mkdir()
+    settings = {
+        "sender-id_hex": sender.hex(), "recipient-id_hex": recipient.hex(), "secret_hex": secret.hex(),
+        "salt_hex": salt.hex(), "algorithm": "AES-CCM-16-64-128", "kdf-hashfun": "sha256",
+    }  # fmt: skip
+    (directory / "secret.json").write_text(json.dumps(settings))
+    return FilesystemSecurityContext(str(directory))
+
+
+def oscore_exchange(device: Any, server: Any) -> bytes:
+    """The device protects GET /3/0, the server opens it and answers, the device opens the answer."""
+    from aiocoap import ACK, CON, CONTENT, GET, Message
+
+    request = Message(code=GET, uri_path=["3", "0"])
+    protected, request_id = device.protect(request)
+    protected.mid, protected.token, protected.mtype = 1, b"t", CON
+    opened, server_request_id = server.unprotect(Message.decode(protected.encode()))
+    assert opened.opt.uri_path == ("3", "0")
+    answer, _ = server.protect(Message(code=CONTENT, payload=b"device"), server_request_id)
+    answer.mid, answer.token, answer.mtype = 1, b"t", ACK
+    reply, _ = device.unprotect(Message.decode(answer.encode()), request_id)
+    return bytes(reply.payload)
+
+
 async def test_oscore_contexts_reach_devices_and_their_lwm2m_server(
     server: BootstrapServer,
     server_uri: str,
