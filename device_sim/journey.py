@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
+from bootstrap.bootstrap_plan import OscoreContext
 from bootstrap.coap.wire import dotted
-from bootstrap.lwm2m import OscoreResource
+from bootstrap.errors import BadRequest
+from bootstrap.lwm2m import OscoreResource as _OSC
 
 from .coap_link import Response
 from .connection import DeviceConnection
@@ -128,19 +130,18 @@ def _check_account(account: ServerAccount | None) -> ServerAccount:
 
 
 def _check_oscore(instance: Mapping[int, object]) -> None:
-    """An OSCORE context a client could use (RFC 8613 §3.2-3.3): a secret, two distinct IDs of at
-    most 7 bytes (AES-CCM-16-64-128)."""
+    """An OSCORE context a client could use, by the rules the server plans with (RFC 8613 §3.3)."""
     if not instance:
         raise JourneyError("/0/x/17 links an OSCORE instance that was not written")
-    secret = instance.get(OscoreResource.MASTER_SECRET)
-    sender = instance.get(OscoreResource.SENDER_ID)
-    recipient = instance.get(OscoreResource.RECIPIENT_ID)
-    if not isinstance(secret, bytes) or len(secret) < 16:
-        raise JourneyError("OSCORE master secret missing or short")
-    if not isinstance(sender, bytes) or not isinstance(recipient, bytes) or sender == recipient:
-        raise JourneyError("OSCORE sender and recipient IDs missing or equal")
-    if len(sender) > 7 or len(recipient) > 7:
-        raise JourneyError("OSCORE ID longer than 7 bytes")
+    secret, sender, recipient = (
+        instance.get(r) for r in (_OSC.MASTER_SECRET, _OSC.SENDER_ID, _OSC.RECIPIENT_ID)
+    )
+    if not (isinstance(secret, bytes) and isinstance(sender, bytes) and isinstance(recipient, bytes)):
+        raise JourneyError("OSCORE master secret, sender or recipient ID missing")
+    try:
+        OscoreContext(master_secret=secret, sender_id=sender, recipient_id=recipient).check()
+    except BadRequest as exc:
+        raise JourneyError(f"unusable OSCORE context: {exc.message}") from None
 
 
 async def run_journey(

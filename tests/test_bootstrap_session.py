@@ -577,3 +577,29 @@ def test_oscore_is_refused_for_legacy_clients() -> None:
     assert pair.session.outcome == "failed"
     assert "1.1" in (pair.session.reason or "")
     assert not [op for op in pair.sent if op.method == "PUT"]
+
+
+def test_simulated_device_refuses_an_unusable_oscore_context() -> None:
+    """The simulator reports an OSCORE link to nothing, or a context RFC 8613 rules out, instead of
+    counting the device as bootstrapped."""
+    from device_sim.journey import JourneyError, _check_account
+    from device_sim.lwm2m_client import ServerAccount
+
+    def account(oscore: dict[int, object]) -> ServerAccount:
+        return ServerAccount(
+            uri="coap://lwm2m.example", security_mode=3, ssid=1, server_certificate_der=b"",
+            public_key_or_identity=b"", secret_key=b"", certificate_usage=None, lifetime=60, binding="U",
+            security_iid=1, server_iid=1, oscore=oscore,
+        )  # fmt: skip
+
+    good = {0: bytes(16), 1: b"\x01", 2: b"\x02"}
+    assert _check_account(account(good)).oscore == good
+    for bad, reason in (
+        ({}, "not written"),
+        ({**good, 2: b"\x01"}, "must differ"),
+        ({**good, 1: bytes(8)}, "at most 7 bytes"),
+        ({**good, 0: bytes(15)}, "at least 16 bytes"),
+        ({1: b"\x01", 2: b"\x02"}, "missing"),
+    ):
+        with pytest.raises(JourneyError, match=reason):
+            _check_account(account(bad))
