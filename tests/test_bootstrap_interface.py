@@ -497,6 +497,12 @@ async def test_lwm2m_psk_export_gives_the_lwm2m_server_the_key_the_device_got(
         "export", "--endpoint", endpoint, "--endpoint", f"nobody-{unique}", "--output", str(refused)
     )
     assert code == 1 and f"no LwM2M PSK account for nobody-{unique}" in err and out == ""
+    code, _, err = await cli("export", "--output", str(tmp_path / "missing" / "f.jsonl"))
+    assert code == 1 and "is not a directory" in err
+    code, _, err = await cli(
+        "export", "--output", "/proc/lwm2m-psks.jsonl"
+    )  # a directory nothing can create in
+    assert code == 1 and "cannot write /proc/lwm2m-psks.jsonl" in err and "Traceback" not in err
     other_key = base64.b64encode(os.urandom(32)).decode()
     code, out, err = await cli("export", "--endpoint", endpoint, "--output", str(refused), key=other_key)
     assert code != 0 and "does not open with this master key" in err and line["key_hex"] not in out + err

@@ -101,6 +101,8 @@ def _export(
     that does not open fails it, and a file is then not left behind (standard output may hold the
     lines before it)."""
     settings = settings_or_exit(**values)
+    if output is not None and not output.parent.is_dir():
+        fail(f"cannot write {output}: {output.parent} is not a directory")
 
     async def body(settings: Settings) -> int:
         from ..admin import audit_log
@@ -129,6 +131,8 @@ def _export(
             except SecretError as exc:
                 left = "the output is incomplete" if partial is None else "nothing was written"
                 fail(f"a secret does not open with this master key ({exc}); {left}")
+            except OSError as exc:  # the file (permissions, a full disk) or a closed standard output
+                fail(f"cannot write {output or 'standard output'}: {exc.strerror}")
             finally:
                 if not complete and partial is not None:
                     partial.unlink(missing_ok=True)
