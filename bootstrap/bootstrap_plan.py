@@ -115,6 +115,12 @@ class BootstrapConfig:
     """Protect the LwM2M server connection with OSCORE: a per-device context in /21, linked from
     /0/x/17; only with security mode ``nosec`` (the URI is then ``coap://`` or ``coap+tcp://``)."""
 
+    @property
+    def security_label(self) -> str:
+        """The security mode as bootstraps are recorded with it: ``nosec+oscore`` when OSCORE
+        protects a nosec account, so a record does not read as an unprotected one."""
+        return "nosec+oscore" if self.oscore else self.security_mode
+
     def validate(self) -> None:
         """Check the configuration for consistency.
 

@@ -587,6 +587,18 @@ async def test_oscore_contexts_reach_devices_and_their_lwm2m_server(
         assert journey.account.security_mode == 3 and journey.account.oscore
         given[endpoint] = journey.account.oscore
     assert given[endpoints[0]][1] != given[endpoints[1]][1]  # Sender IDs: the server's lookup key
+    for _ in range(100):  # the /bs session is recorded once the device has answered Finish
+        modes = await pool.fetch(
+            "SELECT method, security_mode FROM bootstrap_sessions WHERE endpoint = ANY($1) ORDER BY method",
+            endpoints,
+        )
+        if len(modes) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [(r["method"], r["security_mode"]) for r in modes] == [
+        ("pack", "nosec+oscore"),
+        ("request", "nosec+oscore"),
+    ]
 
     code, out, err = await cli(
         "lwm2m-oscore", "export", "--endpoint", endpoints[0], "--endpoint", endpoints[1]

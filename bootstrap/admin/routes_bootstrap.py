@@ -432,7 +432,10 @@ _SESSION_PROPERTIES: dict[str, Any] = {
         "type": "string",
         "description": "URI scheme the device used: coap, coaps, coap+tcp, coaps+tcp.",
     },
-    "security_mode": {**_NULLABLE_STRING, "description": "Mode of the configuration used, if one was."},
+    "security_mode": {
+        **_NULLABLE_STRING,
+        "description": "Mode of the configuration used, if one was (nosec+oscore: nosec under OSCORE).",
+    },
     "outcome": {"enum": list(OUTCOMES)},
     "reason": {**_NULLABLE_STRING, "description": "Why it failed."},
     "started_at": DATE_TIME,

@@ -105,7 +105,7 @@ class BootstrapEndpoint:
                 started_at=started,
                 outcome="success",
                 reason=None,
-                security_mode=config.security_mode,
+                security_mode=config.security_label,
             )
             return CoapReply("2.05", payload, 112 if fmt is None else fmt)
 
@@ -131,7 +131,7 @@ class BootstrapEndpoint:
         remote = request.remote
 
         def start() -> None:
-            task = asyncio.create_task(self._drive(session, remote, started, config.security_mode))
+            task = asyncio.create_task(self._drive(session, remote, started, config.security_label))
             self._bootstrapper.register(endpoint, session, task)
 
         return start
