@@ -26,6 +26,7 @@ from asyncpg.pool import PoolConnectionProxy
 from .errors import BootstrapError
 from .secretbox import SecretBox, SecretError
 from .store import Queryable
+from .store.bootstrap_configs import lwm2m_oscore_context, lwm2m_psk_context
 from .store.builtin_ca import _CONTEXT as BUILTIN_CA_CONTEXT
 from .store.devices import _context as device_psk_context
 from .store.issuers import credentials_context
@@ -89,14 +90,14 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         "lwm2m_psk_accounts",
         "psk_key",
         ("endpoint",),
-        lambda r: f"lwm2m_psk_accounts:{r['endpoint']}:psk_key",
+        lambda r: lwm2m_psk_context(r["endpoint"]),
     ),
     SealedColumn(
         # store.bootstrap_configs.put_lwm2m_oscore / export_lwm2m_oscore.
         "lwm2m_oscore_accounts",
         "master_secret",
         ("endpoint",),
-        lambda r: f"lwm2m_oscore_accounts:{r['endpoint']}:master_secret",
+        lambda r: lwm2m_oscore_context(r["endpoint"]),
     ),
 )
 

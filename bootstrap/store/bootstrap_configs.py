@@ -127,6 +127,16 @@ async def list_all(conn: Queryable, *, limit: int = 100) -> list[StoredConfig]:
     return [stored_from_record(r) for r in records]
 
 
+def lwm2m_psk_context(endpoint: str) -> str:
+    """The sealing context of ``endpoint``'s LwM2M PSK (binds the sealed key to its row)."""
+    return f"lwm2m_psk_accounts:{endpoint}:psk_key"
+
+
+def lwm2m_oscore_context(endpoint: str) -> str:
+    """The sealing context of ``endpoint``'s OSCORE master secret."""
+    return f"lwm2m_oscore_accounts:{endpoint}:master_secret"
+
+
 async def put_lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str, identity: str, key: bytes) -> None:
     """Store the PSK account given to ``endpoint`` for its LwM2M server (replacing an older one)."""
     await conn.execute(
@@ -135,7 +145,7 @@ async def put_lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str, identity
                SET psk_identity = excluded.psk_identity, psk_key = excluded.psk_key, created_at = now()""",
         endpoint,
         identity,
-        box.seal(key, context=f"lwm2m_psk_accounts:{endpoint}:psk_key"),
+        box.seal(key, context=lwm2m_psk_context(endpoint)),
     )
 
 
@@ -146,9 +156,7 @@ async def lwm2m_psk(conn: Queryable, box: SecretBox, endpoint: str) -> tuple[str
     )
     if record is None:
         return None
-    return record["psk_identity"], box.open(
-        record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"
-    )
+    return record["psk_identity"], box.open(record["psk_key"], context=lwm2m_psk_context(endpoint))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,11 +180,12 @@ async def lwm2m_psk_identities(conn: Queryable, *, limit: int) -> list[tuple[str
     return [(r["endpoint"], r["psk_identity"], r["created_at"]) for r in records]
 
 
+AccountTable = Literal["lwm2m_psk_accounts", "lwm2m_oscore_accounts"]
+"""The tables of secrets provisioned to devices for their LwM2M server."""
+
+
 async def endpoints_without_account(
-    conn: Queryable,
-    endpoints: Sequence[str],
-    *,
-    table: Literal["lwm2m_psk_accounts", "lwm2m_oscore_accounts"],
+    conn: Queryable, endpoints: Sequence[str], *, table: AccountTable
 ) -> list[str]:
     """Those of ``endpoints`` that have no row in ``table`` (PSK accounts or OSCORE contexts), in
     the order given."""
@@ -203,23 +212,39 @@ async def export_lwm2m_psks(
     Raises:
         SecretError: A key does not open under ``box`` (another master key, or tampering).
     """
+    async for record in _provisioned(
+        conn, "lwm2m_psk_accounts", "psk_identity, psk_key", endpoints=endpoints, since=since
+    ):
+        endpoint = record["endpoint"]
+        yield LwM2MPskAccount(
+            endpoint=endpoint,
+            identity=record["psk_identity"],
+            key=box.open(record["psk_key"], context=lwm2m_psk_context(endpoint)),
+            provisioned_at=record["created_at"],
+        )
+
+
+async def _provisioned(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    table: AccountTable,
+    columns: str,
+    *,
+    endpoints: Sequence[str] | None,
+    since: dt.datetime | None,
+) -> AsyncIterator[asyncpg.Record]:
+    """Rows of ``table`` (endpoint, ``columns``, created_at) for ``endpoints`` or all, provisioned at
+    or after ``since``, oldest first, through a cursor in a read-only transaction."""
     async with conn.transaction(readonly=True):
         cursor = conn.cursor(
-            """SELECT endpoint, psk_identity, psk_key, created_at FROM lwm2m_psk_accounts
-                WHERE ($1::text[] IS NULL OR endpoint = ANY($1::text[]))
-                  AND ($2::timestamptz IS NULL OR created_at >= $2)
-                ORDER BY created_at, endpoint""",
+            f"""SELECT endpoint, {columns}, created_at FROM {table}
+                 WHERE ($1::text[] IS NULL OR endpoint = ANY($1::text[]))
+                   AND ($2::timestamptz IS NULL OR created_at >= $2)
+                 ORDER BY created_at, endpoint""",  # table and columns: constants of this module
             None if endpoints is None else list(endpoints),
             since,
         )
         async for record in cursor:
-            endpoint = record["endpoint"]
-            yield LwM2MPskAccount(
-                endpoint=endpoint,
-                identity=record["psk_identity"],
-                key=box.open(record["psk_key"], context=f"lwm2m_psk_accounts:{endpoint}:psk_key"),
-                provisioned_at=record["created_at"],
-            )
+            yield record
 
 
 class SenderIdTaken(Exception):
@@ -246,7 +271,7 @@ async def put_lwm2m_oscore(conn: Queryable, box: SecretBox, endpoint: str, conte
             endpoint,
             context.sender_id,
             context.recipient_id,
-            box.seal(context.master_secret, context=f"lwm2m_oscore_accounts:{endpoint}:master_secret"),
+            box.seal(context.master_secret, context=lwm2m_oscore_context(endpoint)),
             context.master_salt,
             context.aead_algorithm,
             context.hmac_algorithm,
@@ -286,30 +311,20 @@ async def export_lwm2m_oscore(
     Raises:
         SecretError: A master secret does not open under ``box``.
     """
-    async with conn.transaction(readonly=True):
-        cursor = conn.cursor(
-            """SELECT endpoint, sender_id, recipient_id, master_secret, master_salt, aead_algorithm,
-                      hmac_algorithm, created_at
-                 FROM lwm2m_oscore_accounts
-                WHERE ($1::text[] IS NULL OR endpoint = ANY($1::text[]))
-                  AND ($2::timestamptz IS NULL OR created_at >= $2)
-                ORDER BY created_at, endpoint""",
-            None if endpoints is None else list(endpoints),
-            since,
+    columns = "sender_id, recipient_id, master_secret, master_salt, aead_algorithm, hmac_algorithm"
+    async for record in _provisioned(
+        conn, "lwm2m_oscore_accounts", columns, endpoints=endpoints, since=since
+    ):
+        endpoint = record["endpoint"]
+        context = OscoreContext(
+            master_secret=box.open(record["master_secret"], context=lwm2m_oscore_context(endpoint)),
+            sender_id=record["sender_id"],
+            recipient_id=record["recipient_id"],
+            master_salt=record["master_salt"],
+            aead_algorithm=record["aead_algorithm"],
+            hmac_algorithm=record["hmac_algorithm"],
         )
-        async for record in cursor:
-            endpoint = record["endpoint"]
-            context = OscoreContext(
-                master_secret=box.open(
-                    record["master_secret"], context=f"lwm2m_oscore_accounts:{endpoint}:master_secret"
-                ),
-                sender_id=record["sender_id"],
-                recipient_id=record["recipient_id"],
-                master_salt=record["master_salt"],
-                aead_algorithm=record["aead_algorithm"],
-                hmac_algorithm=record["hmac_algorithm"],
-            )
-            yield LwM2MOscoreAccount(endpoint=endpoint, context=context, provisioned_at=record["created_at"])
+        yield LwM2MOscoreAccount(endpoint=endpoint, context=context, provisioned_at=record["created_at"])
 
 
 @dataclass(frozen=True, kw_only=True)
